@@ -1,0 +1,150 @@
+"""`lora-workbench train`: resolve a run config, start the detached trainer, follow its events."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from workbench.cli.output import format_duration, print_json_line
+from workbench.core.config import load_run_config
+from workbench.core.launcher import launch
+from workbench.core.newrun import create_run, resolve_config
+from workbench.core.runs import FINAL_STATES, RunDir
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="start a fine-tuning run",
+        description="Resolve preset + data + model + overrides into runs/<id>/run.yaml and start the trainer "
+        "as a detached process. The foreground follows its events; Ctrl-C detaches, the run goes on.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--preset", help="preset name (see 'presets list') or a preset .yaml file")
+    source.add_argument("--config", help="a complete run.yaml (e.g. from an earlier run) to reproduce")
+    parser.add_argument("--data", help="prepared dataset directory (from 'data split') or its name in the workspace")
+    parser.add_argument("--model", help="hub id, local HF directory, .gguf file or 'smollm2-135m'")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a run.yaml field by dotted path, e.g. --set lora.r=8 (repeatable)")
+    parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    parser.add_argument("--run-id", help="name of the run directory (default: run-<date>-<time>-<hex>)")
+    parser.add_argument("--detach", action="store_true", help="return as soon as the trainer has started")
+    parser.add_argument("--json", action="store_true", help="print events as JSON lines")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from workbench.cli import workspace_of
+    from workbench.core.errors import UserError
+
+    workspace = workspace_of(args)
+    if args.config:
+        config = reproduce_config(workspace, args)
+    else:
+        if not args.data:
+            raise UserError("--data is required with --preset")
+        config = resolve_config(workspace, args.preset, args.data, args.model, args.overrides, args.max_steps)
+    run_dir = create_run(workspace, config, args.run_id)
+    launch(run_dir)
+    if args.detach:
+        if args.json:
+            print_json_line({"run_id": run_dir.run_id, "path": str(run_dir.path), "pid": run_dir.read_status().get("pid")})
+        else:
+            print(f"started {run_dir.run_id} (detached); follow it with: lora-workbench runs show {run_dir.run_id} --follow")
+        return 0
+    return follow_run(run_dir, as_json=args.json)
+
+
+def reproduce_config(workspace, args: argparse.Namespace):
+    """`--config run.yaml`: the saved config, with --data/--model/--max-steps/--set applied on top."""
+    from pathlib import Path
+
+    from workbench.core.config import apply_overrides, config_to_dict, validate_config
+    from workbench.core.models import resolve_model
+    from workbench.core.newrun import resolve_dataset_dir
+
+    base = config_to_dict(load_run_config(Path(args.config)))
+    if args.data:
+        base["data"]["path"] = str(resolve_dataset_dir(args.data, workspace))
+    if args.model:
+        base["model"]["name_or_path"] = args.model
+    if args.max_steps is not None:
+        base["training"]["max_steps"] = args.max_steps
+    config = validate_config(apply_overrides(base, args.overrides), args.config)
+    resolve_dataset_dir(config.data.path or "", workspace)
+    resolve_model(config.model.name_or_path, workspace)
+    return config
+
+
+def describe_event(event: dict) -> str | None:
+    kind = event["type"]
+    if kind == "start":
+        trainable, total = event.get("trainable_params"), event.get("all_params")
+        share = f" ({100 * trainable / total:.2f}%)" if trainable and total else ""
+        return (f"started {event.get('run_id')} on {event.get('device')}: {event.get('model')} {event.get('method')}, "
+                f"{event.get('total_steps')} steps, {trainable:,} trainable params{share}" if trainable else
+                f"started {event.get('run_id')} on {event.get('device')}")
+    if kind == "step":
+        parts = [f"step {event['step']}/{event.get('total_steps')}"]
+        for name, label, fmt in (("loss", "loss", "{:.4f}"), ("grad_norm", "grad", "{:.3f}"), ("lr", "lr", "{:.2e}"),
+                                 ("tokens_per_s", "tok/s", "{:.0f}"), ("vram_peak_mb", "vram peak MB", "{:.0f}")):
+            if event.get(name) is not None:
+                parts.append(f"{label} {fmt.format(event[name])}")
+        if event.get("eta_s") is not None:
+            parts.append(f"eta {format_duration(event['eta_s'])}")
+        return "  ".join(parts)
+    if kind == "eval":
+        return f"eval @ step {event['step']}: loss {event['eval_loss']:.4f}  ppl {event.get('perplexity') or float('nan'):.3f}"
+    if kind == "checkpoint":
+        return f"checkpoint @ step {event['step']}: {event['path']}"
+    if kind == "log":
+        return f"[{event.get('level')}] {event.get('message')}"
+    if kind == "end":
+        line = f"{event['status']} at step {event.get('step')}"
+        if event.get("adapter_path"):
+            line += f"; adapter: {event['adapter_path']}"
+        if event.get("error"):
+            line += f"; error: {event['error']}"
+        return line
+    return None
+
+
+def follow_run(run_dir: RunDir, as_json: bool = False, offset: int = 0) -> int:
+    """Print the run's events from byte `offset` until it ends; exit code 0 unless it failed or vanished."""
+    from workbench.core.events import EventTail
+
+    tail = EventTail(run_dir.events_path)
+    tail.offset = offset
+    end_event = None
+    try:
+        while end_event is None:
+            events = tail.read_new()
+            for event in events:
+                if as_json:
+                    print_json_line(event)
+                else:
+                    line = describe_event(event)
+                    if line:
+                        print(line, flush=True)
+                if event["type"] == "end":
+                    end_event = event
+            if end_event is None and not events:
+                if run_dir.state() in FINAL_STATES:
+                    for event in tail.read_new():
+                        if event["type"] == "end":
+                            end_event = event
+                    break
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        print(f"\ndetached; the run goes on: lora-workbench runs show {run_dir.run_id} --follow", file=sys.stderr)
+        return 0
+    if end_event is None:
+        state = run_dir.state()
+        print(f"error: run {run_dir.run_id} ended without an end event (state {state}); see {run_dir.log_path}",
+              file=sys.stderr)
+        return 1
+    if end_event["status"] == "failed":
+        print(f"error: run {run_dir.run_id} failed: {end_event.get('error')}", file=sys.stderr)
+        return 1
+    return 0

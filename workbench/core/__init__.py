@@ -1,0 +1,1 @@
+"""Pure-Python layer: imports neither textual nor torch at module import time."""

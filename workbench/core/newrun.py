@@ -1,0 +1,64 @@
+"""Resolving a new run: preset + dataset + model + overrides -> a validated run.yaml in a new run dir.
+
+The CLI's `train` and the TUI's New-run form both go through `create_run`, then `launcher.launch`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from workbench.core import atomic
+from workbench.core.config import RunConfig, apply_overrides, config_to_dict, deep_merge, validate_config
+from workbench.core.errors import UserError
+from workbench.core.models import resolve_model
+from workbench.core.presets import load_preset
+from workbench.core.runs import RunDir, new_run_id
+from workbench.core.workspace import Workspace, check_name
+
+
+def resolve_dataset_dir(spec: str, workspace: Workspace) -> Path:
+    """A prepared split: a directory path, or the name of one under <workspace>/datasets/."""
+    candidate = Path(spec).expanduser()
+    if not candidate.is_dir() and "/" not in spec and workspace.datasets.joinpath(spec).is_dir():
+        candidate = workspace.datasets / spec
+    if not candidate.is_dir():
+        raise UserError(f"--data {spec!r}: no such dataset directory (prepare one with 'lora-workbench data split')")
+    if not (candidate / "train.jsonl").is_file():
+        raise UserError(f"--data {spec!r}: {candidate / 'train.jsonl'} is missing (prepare it with 'data split')")
+    return candidate.resolve()
+
+
+def resolve_config(
+    workspace: Workspace,
+    preset: str,
+    data: str,
+    model: str | None = None,
+    overrides: list[str] | None = None,
+    max_steps: int | None = None,
+) -> RunConfig:
+    chosen = load_preset(preset, workspace)
+    layer: dict[str, Any] = {"preset": chosen.name, "data": {"path": str(resolve_dataset_dir(data, workspace))}}
+    if model:
+        layer["model"] = {"name_or_path": model}
+    if max_steps is not None:
+        if max_steps < 1:
+            raise UserError(f"--max-steps {max_steps}: must be at least 1")
+        layer.setdefault("training", {})["max_steps"] = max_steps
+    merged = apply_overrides(deep_merge(chosen.data, layer), overrides or [])
+    config = validate_config(merged, "--set" if overrides else str(chosen.path))
+    for section_file in (config.data.train_file, config.data.val_file, config.data.test_file):
+        if section_file and Path(section_file).name != section_file:
+            raise UserError(f"data file {section_file!r}: must be a file name inside the dataset directory")
+    resolve_model(config.model.name_or_path, workspace)  # a missing model is a user error now, not in the child
+    return config
+
+
+def create_run(workspace: Workspace, config: RunConfig, run_id: str | None = None) -> RunDir:
+    run_id = check_name(run_id, "run id") if run_id else new_run_id()
+    run = RunDir(workspace.run_dir(run_id))
+    if run.path.exists():
+        raise UserError(f"run id {run_id!r} already exists in {workspace.runs}")
+    run.path.mkdir(parents=True)
+    atomic.write_yaml(run.config_path, config_to_dict(config))
+    return run

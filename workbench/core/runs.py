@@ -1,0 +1,218 @@
+"""Run directories (DESIGN.md "The run directory"): status, control requests, listing.
+
+The trainer owns status.json while it lives; anyone may write control.json to ask it to stop, pause or
+resume. A run whose status says running but whose pid is gone (kill -9, OOM killer, reboot) is reported
+as `interrupted` — status.json is never trusted on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.core import atomic
+from workbench.core.errors import UserError
+from workbench.core.events import read_events
+from workbench.core.workspace import Workspace, check_name
+
+ACTIVE_STATES = ("starting", "running", "paused", "stopping")
+FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
+CONTROL_ACTIONS = ("stop", "pause", "resume")
+CHECKPOINT_MARKER = "COMPLETE"
+STARTUP_GRACE_S = 60.0
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
+
+
+def new_run_id(prefix: str = "run") -> str:
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "run.yaml"
+
+    @property
+    def events_path(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def control_path(self) -> Path:
+        return self.path / "control.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "trainer.log"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def adapter_path(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def tensorboard_path(self) -> Path:
+        return self.path / "tensorboard"
+
+    @property
+    def eval_path(self) -> Path:
+        return self.path / "eval"
+
+    # -- status -------------------------------------------------------------------------------
+    def read_status(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.status_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def write_status(self, state: str, **fields: Any) -> dict[str, Any]:
+        status = self.read_status()
+        status.update(fields)
+        status["state"] = state
+        status["updated"] = time.time()
+        atomic.write_json(self.status_path, status)
+        return status
+
+    def state(self) -> str:
+        """The effective state: a live state whose pid is gone reads `interrupted`."""
+        status = self.read_status()
+        state = status.get("state", "unknown")
+        if state == "starting" and status.get("pid") is None:
+            # The launcher wrote this before the child existed; the child records its pid within seconds.
+            started = status.get("started") or 0
+            return "starting" if time.time() - started < STARTUP_GRACE_S else "interrupted"
+        if state in ACTIVE_STATES and not pid_alive(status.get("pid")):
+            return "interrupted"
+        return state
+
+    def is_active(self) -> bool:
+        return self.state() in ACTIVE_STATES
+
+    # -- control ------------------------------------------------------------------------------
+    def request(self, action: str) -> None:
+        if action not in CONTROL_ACTIONS:
+            raise ValueError(action)
+        atomic.write_json(self.control_path, {"action": action, "time": time.time()})
+
+    def pending_request(self) -> str | None:
+        try:
+            return json.loads(self.control_path.read_text(encoding="utf-8")).get("action")
+        except (FileNotFoundError, json.JSONDecodeError, AttributeError):
+            return None
+
+    def clear_request(self) -> None:
+        try:
+            self.control_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def checkpoints(self, complete_only: bool = True) -> list[Path]:
+        """Checkpoint directories sorted by step; complete ones carry the marker written last."""
+        if not self.checkpoints_path.is_dir():
+            return []
+        found = []
+        for child in self.checkpoints_path.iterdir():
+            name, _, step = child.name.partition("-")
+            if name != "checkpoint" or not step.isdigit() or not child.is_dir():
+                continue
+            if complete_only and not (child / CHECKPOINT_MARKER).exists():
+                continue
+            found.append((int(step), child))
+        return [path for _, path in sorted(found)]
+
+    def latest_checkpoint(self) -> Path | None:
+        complete = self.checkpoints()
+        return complete[-1] if complete else None
+
+    # -- summary ------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """What `runs list` and the Runs screen show, derived from status.json and events.jsonl."""
+        status = self.read_status()
+        events = read_events(self.events_path)
+        start = next((e for e in events if e["type"] == "start"), {})
+        end = next((e for e in reversed(events) if e["type"] == "end"), None)
+        steps = [e for e in events if e["type"] == "step"]
+        evals = [e["eval_loss"] for e in events if e["type"] == "eval" and e.get("eval_loss") is not None]
+        config = {}
+        try:
+            import yaml
+
+            config = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        except (OSError, ValueError):
+            pass
+        first_time = events[0]["time"] if events else status.get("created")
+        last_time = events[-1]["time"] if events else status.get("updated")
+        return {
+            "run_id": self.run_id,
+            "state": self.state(),
+            "pid": status.get("pid"),
+            "model": (config.get("model") or {}).get("name_or_path"),
+            "preset": config.get("preset"),
+            "method": config.get("method"),
+            "step": steps[-1]["step"] if steps else 0,
+            "total_steps": (steps[-1].get("total_steps") if steps else None) or start.get("total_steps"),
+            "last_loss": steps[-1].get("loss") if steps else None,
+            "best_eval_loss": min(evals) if evals else None,
+            "duration_s": (last_time - first_time) if first_time and last_time else None,
+            "created": status.get("created"),
+            "error": (end or {}).get("error") or status.get("error"),
+            "adapter": str(self.adapter_path) if (self.adapter_path / "adapter_config.json").exists() else None,
+        }
+
+
+def open_run(workspace: Workspace, run_id: str) -> RunDir:
+    check_name(run_id, "run id")
+    run = RunDir(workspace.run_dir(run_id))
+    if not run.config_path.exists():
+        raise UserError(f"no run {run_id!r} in {workspace.runs}")
+    return run
+
+
+def list_runs(workspace: Workspace) -> list[RunDir]:
+    if not workspace.runs.is_dir():
+        return []
+    runs = [RunDir(p) for p in workspace.runs.iterdir() if (p / "run.yaml").exists()]
+    return sorted(runs, key=lambda r: (r.read_status().get("created") or 0, r.run_id), reverse=True)
+
+
+def delete_run(run: RunDir) -> None:
+    if run.is_active():
+        raise UserError(f"run {run.run_id} is {run.state()}; stop it before deleting")
+    shutil.rmtree(run.path)

@@ -1,0 +1,1 @@
+"""Engine layer: torch / transformers / peft / trl / bitsandbytes. Runs only in child processes."""

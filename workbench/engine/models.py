@@ -1,0 +1,176 @@
+"""Loading base models and tokenizers: hub ids, local dirs, GGUF files (converted once), 4-bit QLoRA.
+
+Safety defaults: `trust_remote_code` only when the config asks for it; safetensors only unless the
+config explicitly allows pickle-based weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from workbench.core import atomic
+from workbench.core.config import ModelSection, QuantizationSection, RunConfig
+from workbench.core.errors import UserError
+from workbench.core.models import CONVERTED_MARKER, ModelRef, resolve_model
+from workbench.core.workspace import Workspace
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def materialize(ref: ModelRef, log=print) -> str:
+    """Return what `from_pretrained` should load; converts a GGUF to a cached HF directory on first use.
+
+    transformers loads GGUF (dequantized) but flags the model as quantized and refuses save_pretrained,
+    so the model is rebuilt from its config and state dict before saving.
+    """
+    if not ref.needs_conversion or ref.is_converted:
+        return ref.hf_source
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.monotonic()
+    log(f"converting {ref.path.name} to a Hugging Face directory in {ref.cache_dir} (once)")
+    gguf_dir, gguf_file = str(ref.path.parent), ref.path.name
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    staging = ref.cache_dir.with_name(f".{ref.cache_dir.name}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    atomic.write_text(staging / CONVERTED_MARKER, json.dumps({"gguf": str(ref.path)}) + "\n")
+    if ref.cache_dir.exists():  # another process converted it meanwhile; keep theirs
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        ref.cache_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, ref.cache_dir)
+    log(f"converted in {time.monotonic() - started:.1f}s")
+    return ref.hf_source
+
+
+def resolve_and_materialize(spec: str, workspace: Workspace, log=print) -> str:
+    return materialize(resolve_model(spec, workspace), log=log)
+
+
+def cuda_bf16_ok() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def compute_dtype(name: str) -> torch.dtype:
+    """'auto': bf16 where the GPU supports it, fp16 on older GPUs, fp32 on the CPU."""
+    if name != "auto":
+        return _DTYPES[name]
+    if torch.cuda.is_available():
+        return torch.bfloat16 if cuda_bf16_ok() else torch.float16
+    return torch.float32
+
+
+def quantization_config(section: QuantizationSection):
+    if not (section.load_in_4bit or section.load_in_8bit):
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("quantization needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    if section.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    storage = _DTYPES.get(section.bnb_4bit_quant_storage, torch.uint8)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=section.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=section.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=compute_dtype(section.bnb_4bit_compute_dtype),
+        bnb_4bit_quant_storage=storage,
+    )
+
+
+def load_tokenizer(source: str, model: ModelSection):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        source, revision=model.revision, trust_remote_code=model.trust_remote_code
+    )
+    if model.chat_template:
+        tokenizer.chat_template = model.chat_template
+    if tokenizer.pad_token is None:
+        # Padding tokens are masked out of attention and loss; reusing EOS is the usual choice.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(source: str, model: ModelSection, quantization: QuantizationSection | None = None,
+               dtype: torch.dtype | None = None, device_map=None):
+    from transformers import AutoModelForCausalLM
+
+    kwargs = dict(
+        revision=model.revision,
+        trust_remote_code=model.trust_remote_code,
+        use_safetensors=None if model.allow_pickle_weights else True,
+    )
+    if model.attn_implementation:
+        kwargs["attn_implementation"] = model.attn_implementation
+    bnb = quantization_config(quantization) if quantization is not None else None
+    if bnb is not None:
+        kwargs["quantization_config"] = bnb
+        kwargs["dtype"] = dtype or bnb.bnb_4bit_compute_dtype or torch.float32
+        kwargs["device_map"] = device_map or ({"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"})
+    else:
+        kwargs["dtype"] = dtype or (_DTYPES[model.dtype] if model.dtype != "auto" else torch.float32)
+        if device_map is not None:
+            kwargs["device_map"] = device_map
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as error:
+        message = str(error).splitlines()[0]
+        if "safetensors" in message or "model.safetensors" in message:
+            raise UserError(
+                f"model {model.name_or_path!r}: no safetensors weights; pickle-based .bin weights load only with "
+                f"--set model.allow_pickle_weights=true"
+            ) from None
+        raise UserError(f"model {model.name_or_path!r}: {message}") from None
+
+
+def load_for_config(config: RunConfig, workspace: Workspace, log=print, dtype: torch.dtype | None = None):
+    """The base model and tokenizer a run trains on (quantized for QLoRA)."""
+    source = resolve_and_materialize(config.model.name_or_path, workspace, log=log)
+    tokenizer = load_tokenizer(source, config.model)
+    model = load_model(source, config.model, config.quantization, dtype=dtype)
+    return model, tokenizer, source
+
+
+def load_adapter_model(adapter_dir: str | os.PathLike, base_source: str, model_section: ModelSection,
+                       quantization: QuantizationSection | None = None, adapter_name: str = "default"):
+    """Base + adapter, the way the workbench's own tools (eval, playground, export) load a run."""
+    from peft import PeftModel
+
+    base = load_model(base_source, model_section, quantization)
+    return PeftModel.from_pretrained(base, str(adapter_dir), adapter_name=adapter_name)
+
+
+def run_base_source(config: RunConfig, workspace: Workspace, log=print) -> str:
+    return resolve_and_materialize(config.model.name_or_path, workspace, log=log)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, all) — 4-bit params count their logical size, as PEFT reports it."""
+    trainable, total = model.get_nb_trainable_parameters() if hasattr(model, "get_nb_trainable_parameters") else (
+        sum(p.numel() for p in model.parameters() if p.requires_grad),
+        sum(p.numel() for p in model.parameters()),
+    )
+    return int(trainable), int(total)
+
+
+def describe_device() -> str:
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"
+    return "cpu"
+
