@@ -1,0 +1,1 @@
+"""Textual UI layer. Never imports torch: engine work runs in child processes."""

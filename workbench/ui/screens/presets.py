@@ -1,0 +1,12 @@
+"""Presets screen (work in progress: replaced by the issue that owns it)."""
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+
+class PresetsScreen(Screen):
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("Presets: coming soon")
+        yield Footer()
