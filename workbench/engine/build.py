@@ -1,0 +1,151 @@
+"""Run config -> a ready TRL SFTTrainer with PEFT, events and control callbacks."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from workbench.core.config import RunConfig
+from workbench.core.errors import UserError
+from workbench.core.workspace import Workspace
+from workbench.engine.callbacks import ControlCallback, EventCallback
+from workbench.engine.models import compute_dtype, count_parameters, describe_device, load_for_config
+from workbench.engine.sft_data import load_split
+
+
+def resolve_precision(config: RunConfig) -> str:
+    """'bf16' | 'fp16' | 'fp32' for autocast: bf16 where the GPU supports it, fp16 on older GPUs."""
+    precision = config.training.precision
+    if precision != "auto":
+        if precision == "fp16" and not torch.cuda.is_available():
+            raise UserError("training.precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def resolve_gradient_checkpointing(config: RunConfig) -> bool:
+    setting = config.training.gradient_checkpointing
+    if setting != "auto":
+        return bool(setting)
+    # Recomputing activations only pays when memory is short, which on the CPU it is not.
+    return torch.cuda.is_available() and config.method in ("qlora", "qdora")
+
+
+def lora_config(config: RunConfig):
+    from peft import LoraConfig, TaskType
+
+    section = config.lora
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=section.r,
+        lora_alpha=section.lora_alpha,
+        lora_dropout=section.lora_dropout,
+        target_modules=section.target_modules,
+        bias=section.bias,
+        use_dora=section.use_dora,
+        use_rslora=section.use_rslora,
+        modules_to_save=section.modules_to_save,
+        init_lora_weights=section.init_lora_weights,
+    )
+
+
+def sft_config(config: RunConfig, output_dir: str, precision: str, has_eval: bool, checkpointing: bool):
+    from trl import SFTConfig
+
+    t = config.training
+    eval_strategy = t.eval_strategy if has_eval else "no"
+    return SFTConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        warmup_steps=t.warmup_steps,
+        lr_scheduler_type=t.lr_scheduler_type,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
+        gradient_checkpointing=checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        max_length=t.max_length,
+        completion_only_loss=t.completion_only_loss,
+        padding_free=False,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        eval_strategy=eval_strategy,
+        eval_steps=t.eval_steps,
+        save_strategy=t.save_strategy,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        load_best_model_at_end=t.load_best_model_at_end and eval_strategy != "no",
+        metric_for_best_model=t.metric_for_best_model,
+        greater_is_better=False if t.metric_for_best_model.endswith("loss") else None,
+        dataloader_num_workers=t.dataloader_num_workers,
+        torch_compile=t.torch_compile,
+        use_liger_kernel=t.use_liger_kernel,
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=["tensorboard"] if t.report_to_tensorboard else "none",
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,
+        save_only_model=False,
+        dataset_num_proc=None,
+    )
+
+
+def build_trainer(config: RunConfig, workspace: Workspace, session):
+    from transformers import EarlyStoppingCallback
+    from trl import SFTTrainer
+
+    run = session.run
+    if config.training.report_to_tensorboard:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.tensorboard_path)
+
+    def log(message: str) -> None:
+        session._emit("log", level="info", message=message)
+
+    precision = resolve_precision(config)
+    dtype = compute_dtype(config.quantization.bnb_4bit_compute_dtype) if config.method in ("qlora", "qdora") else None
+    log(f"loading {config.model.name_or_path}")
+    model, tokenizer, _ = load_for_config(config, workspace, log=log, dtype=dtype)
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise UserError(f"model {config.model.name_or_path!r} is encoder-decoder; the trainer fine-tunes causal LMs only")
+    train = load_split(config.data, config.data.train_file)
+    if train is None:
+        raise UserError(f"{config.data.path}/{config.data.train_file}: training split is missing or empty")
+    evaluation = load_split(config.data, config.data.val_file)
+    checkpointing = resolve_gradient_checkpointing(config)
+    args = sft_config(config, str(run.checkpoints_path), precision, evaluation is not None, checkpointing)
+    callbacks = []
+    if config.training.early_stopping_patience and evaluation is not None:
+        callbacks.append(EarlyStoppingCallback(config.training.early_stopping_patience,
+                                               config.training.early_stopping_threshold))
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        peft_config=lora_config(config),
+        callbacks=callbacks,
+    )
+    trainable, total = count_parameters(trainer.model)
+    log(f"precision {precision}, gradient checkpointing {'on' if checkpointing else 'off'}, "
+        f"{len(train)} training rows")
+    if session.writer is not None:
+        trainer.add_callback(EventCallback(run, session.writer, {
+            "run_id": run.run_id, "pid": os.getpid(), "model": config.model.name_or_path, "method": config.method,
+            "device": describe_device(), "trainable_params": trainable, "all_params": total, "precision": precision,
+            "world_size": args.world_size,
+        }))
+    trainer.add_callback(ControlCallback(run, session.writer, session))
+    return trainer

@@ -1,0 +1,151 @@
+"""TrainerCallbacks that turn the HF training loop into DESIGN.md events and honour control requests."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import psutil
+import torch
+from transformers import TrainerCallback
+
+from workbench.core import atomic
+from workbench.core.events import EventWriter
+from workbench.core.runs import CHECKPOINT_MARKER, RunDir
+
+
+class GpuProbe:
+    """VRAM from torch.cuda and utilisation from NVML; every field is None where it cannot be measured."""
+
+    def __init__(self):
+        self.cuda = torch.cuda.is_available()
+        self._nvml_handle = None
+        if self.cuda:
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                index = torch.cuda.current_device()
+                visible = [d for d in __import__("os").environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+                physical = int(visible[index]) if visible and visible[index].isdigit() else index
+                self._nvml_handle = pynvml.nvmlDeviceGetHandleByIndex(physical)
+            except Exception:  # noqa: BLE001 - NVML missing or refusing: utilisation stays None
+                self._nvml_handle = None
+
+    def sample(self) -> dict:
+        mb = 1024 * 1024
+        fields = {"vram_allocated_mb": None, "vram_reserved_mb": None, "vram_peak_mb": None, "gpu_util": None}
+        if self.cuda:
+            fields["vram_allocated_mb"] = torch.cuda.memory_allocated() / mb
+            fields["vram_reserved_mb"] = torch.cuda.memory_reserved() / mb
+            fields["vram_peak_mb"] = torch.cuda.max_memory_allocated() / mb
+        if self._nvml_handle is not None:
+            try:
+                import pynvml
+
+                fields["gpu_util"] = float(pynvml.nvmlDeviceGetUtilizationRates(self._nvml_handle).gpu)
+            except Exception:  # noqa: BLE001
+                pass
+        return fields
+
+
+class EventCallback(TrainerCallback):
+    """Appends start/step/eval/checkpoint events (rank 0 only) and marks complete checkpoints."""
+
+    def __init__(self, run: RunDir, writer: EventWriter, start_fields: dict):
+        self.run = run
+        self.writer = writer
+        self.start_fields = start_fields
+        self.process = psutil.Process()
+        self.gpu = GpuProbe()
+        self._last_time = None
+        self._last_tokens = 0
+        self._last_step = 0
+        self._step_seconds = None  # moving average, for the ETA
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_time = time.monotonic()
+        self._last_tokens = state.num_input_tokens_seen
+        self._last_step = state.global_step
+        if state.is_world_process_zero:
+            self.writer.emit("start", total_steps=state.max_steps, resumed_from_step=state.global_step or None,
+                             **self.start_fields)
+            self.run.write_status("running")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return
+        now = time.monotonic()
+        elapsed = now - self._last_time if self._last_time is not None else None
+        steps = state.global_step - self._last_step
+        tokens = state.num_input_tokens_seen - self._last_tokens
+        tokens_per_s = tokens / elapsed if elapsed and tokens > 0 else None
+        if elapsed and steps > 0:
+            per_step = elapsed / steps
+            self._step_seconds = per_step if self._step_seconds is None else 0.8 * self._step_seconds + 0.2 * per_step
+        self._last_time, self._last_tokens, self._last_step = now, state.num_input_tokens_seen, state.global_step
+        remaining = max(state.max_steps - state.global_step, 0)
+        self.writer.emit(
+            "step",
+            step=state.global_step,
+            total_steps=state.max_steps,
+            epoch=logs.get("epoch", state.epoch),
+            loss=logs.get("loss"),
+            grad_norm=logs.get("grad_norm"),
+            lr=logs.get("learning_rate"),
+            tokens_per_s=tokens_per_s,
+            ram_mb=self.process.memory_info().rss / (1024 * 1024),
+            eta_s=remaining * self._step_seconds if self._step_seconds is not None else None,
+            **self.gpu.sample(),
+        )
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not state.is_world_process_zero or not metrics or "eval_loss" not in metrics:
+            return
+        loss = metrics["eval_loss"]
+        self.writer.emit("eval", step=state.global_step, eval_loss=loss,
+                         perplexity=math.exp(loss) if loss < 50 else None)
+        # Time spent evaluating is not training throughput.
+        self._last_time = time.monotonic()
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            # Written last: only a checkpoint carrying this marker is ever resumed from.
+            atomic.write_json(checkpoint / CHECKPOINT_MARKER, {"step": state.global_step, "time": time.time()})
+            self.writer.emit("checkpoint", step=state.global_step, path=str(checkpoint))
+        self._last_time = time.monotonic()
+
+
+class ControlCallback(TrainerCallback):
+    """Honours control.json after every optimizer step: stop (checkpoint + adapter), pause, resume."""
+
+    def __init__(self, run: RunDir, writer: EventWriter | None, session):
+        self.run = run
+        self.writer = writer
+        self.session = session
+
+    def _log(self, message: str) -> None:
+        if self.writer is not None:
+            self.writer.emit("log", level="info", message=message)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        action = self.session.poll_control()
+        if action == "pause":
+            self.run.clear_request()
+            self.run.write_status("paused")
+            self._log(f"paused at step {state.global_step}; 'runs resume' continues in place")
+            action = self.session.wait_while_paused()
+            if action == "resume":
+                self.run.write_status("running")
+                self._log(f"resumed at step {state.global_step}")
+        if action == "stop":
+            self.session.stopping = True
+            self.run.write_status("stopping")
+            self._log(f"stop requested at step {state.global_step}: saving a checkpoint and the adapter")
+            control.should_save = True
+            control.should_training_stop = True
+        return control

@@ -1,0 +1,124 @@
+"""One training session of a run: model + data + SFTTrainer + callbacks, and how it ends."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from workbench.core.config import RunConfig, load_run_config
+from workbench.core.events import EventWriter
+from workbench.core.runs import RunDir
+from workbench.core.workspace import Workspace
+
+PAUSE_POLL_S = 0.5
+
+
+def _distributed():
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def _error_message(error: BaseException) -> str:
+    from workbench.core.errors import UserError
+    from workbench.engine.trainer import OOM_HINT
+
+    import torch
+
+    if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
+        return f"{OOM_HINT} ({str(error).splitlines()[0][:200]})"
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, OSError) and error.errno == 28:
+        return f"disk full while writing ({error.filename or 'run directory'}): free space and resume"
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class TrainingSession:
+    def __init__(self, run: RunDir, resume_from: Path | None = None, is_main: bool = True):
+        self.run = run
+        self.resume_from = resume_from
+        self.is_main = is_main
+        self.writer = EventWriter(run.events_path) if is_main else None
+        self.stopping = False
+        self._signal_action: str | None = None
+        self.trainer = None
+
+    # -- control --------------------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        self._signal_action = "stop"
+
+    def poll_control(self) -> str | None:
+        """The pending action; in a multi-process run rank 0 decides and every rank gets the same answer."""
+        action = None
+        if self.is_main:
+            action = self._signal_action or self.run.pending_request()
+            if action == "resume":
+                self.run.clear_request()  # resuming a run that is not paused is a no-op
+                action = None
+        dist = _distributed()
+        if dist is not None:
+            box = [action]
+            dist.broadcast_object_list(box, src=0)
+            action = box[0]
+        return action
+
+    def wait_while_paused(self) -> str:
+        while True:
+            time.sleep(PAUSE_POLL_S)
+            action = self.poll_control()
+            if action in ("resume", "stop"):
+                if action == "resume" and self.is_main:
+                    self.run.clear_request()
+                return action
+
+    def _emit(self, event_type: str, **fields) -> None:
+        if self.writer is not None:
+            self.writer.emit(event_type, **fields)
+
+    # -- the run --------------------------------------------------------------------------------
+    def execute(self) -> int:
+        config = load_run_config(self.run.config_path)
+        workspace = Workspace(self.run.path.parent.parent)
+        if self.resume_from is not None:
+            self._emit("log", level="info", message=f"resuming from {self.resume_from.name}")
+        self.trainer = self._build_trainer(config, workspace)
+        self.trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
+        status = "stopped" if self.stopping else "completed"
+        adapter = self._save_adapter()
+        step = self.trainer.state.global_step
+        if self.is_main:
+            self.run.clear_request()
+            self._emit("end", status=status, step=step, adapter_path=str(adapter), error=None)
+            self.run.write_status(status, step=step, error=None, finished=time.time())
+        return 0
+
+    def fail(self, error: BaseException) -> None:
+        if not self.is_main:
+            return
+        message = _error_message(error)
+        step = self.trainer.state.global_step if self.trainer is not None else 0
+        adapter = self.run.adapter_path if (self.run.adapter_path / "adapter_config.json").exists() else None
+        self._emit("end", status="failed", step=step, adapter_path=str(adapter) if adapter else None, error=message)
+        self.run.write_status("failed", step=step, error=message, finished=time.time())
+
+    def _save_adapter(self) -> Path:
+        """Save the PEFT adapter (and tokenizer) once, from rank 0; it loads with PeftModel.from_pretrained."""
+        trainer = self.trainer
+        target = self.run.adapter_path
+        staging = target.with_name(".adapter.partial")
+        trainer.save_model(str(staging))  # collective under FSDP/DeepSpeed; writes only on the main process
+        if self.is_main:
+            import shutil
+
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        return target
+
+    def _build_trainer(self, config: RunConfig, workspace: Workspace):
+        from workbench.engine.build import build_trainer
+
+        return build_trainer(config, workspace, self)

@@ -1,0 +1,56 @@
+"""The trainer subprocess: `python -m workbench.engine.trainer RUN_DIR [--resume-from CHECKPOINT]`.
+
+It reads run.yaml, trains with TRL's SFTTrainer + PEFT, and reports only through the run directory:
+events.jsonl (DESIGN.md schema), status.json, checkpoints/, adapter/, tensorboard/. The UI and the CLI
+share files with it, never objects. Control requests (stop, pause, resume) arrive in control.json and
+are honoured at the end of each optimizer step; SIGTERM/SIGINT mean stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from workbench.core.runs import RunDir
+
+OOM_HINT = ("out of memory: lower training.per_device_train_batch_size (raise gradient_accumulation_steps to keep "
+            "the effective batch), set training.gradient_checkpointing=true, use a qlora preset, or lower "
+            "training.max_length")
+
+
+def _announce(run: RunDir) -> None:
+    """Record our pid before any heavy import, so the launcher and the UI see a live trainer at once."""
+    run.write_status("starting", pid=os.getpid(), error=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workbench.engine.trainer")
+    parser.add_argument("run_dir")
+    parser.add_argument("--resume-from", help="checkpoint directory to resume from")
+    args = parser.parse_args(argv)
+    run = RunDir(Path(args.run_dir).resolve())
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        _announce(run)
+    from workbench.engine.session import TrainingSession
+
+    session = TrainingSession(run, resume_from=Path(args.resume_from) if args.resume_from else None,
+                              is_main=rank == 0)
+    signal.signal(signal.SIGTERM, lambda *_: session.request_stop("SIGTERM"))
+    signal.signal(signal.SIGINT, lambda *_: session.request_stop("SIGINT"))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal is not a reason to stop
+    try:
+        return session.execute()
+    except BaseException as error:  # noqa: BLE001 - every failure must end in an `end failed` event
+        traceback.print_exc()
+        session.fail(error)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
