@@ -19,6 +19,7 @@ from workbench.core.errors import UserError
 
 Method = Literal["lora", "qlora", "dora", "rslora", "qdora"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+Task = Literal["causal_lm", "seq2seq"]
 
 
 class _Section(BaseModel):
@@ -51,6 +52,7 @@ class LoraSection(_Section):
     bias: Literal["none", "all", "lora_only"] = "none"
     use_dora: bool = False
     use_rslora: bool = False
+    fan_in_fan_out: bool = Field(False, description="true for GPT-2's Conv1D layers (weights stored in x out)")
     modules_to_save: list[str] | None = None
     init_lora_weights: bool | Literal["gaussian", "pissa", "olora", "loftq"] = True
 
@@ -113,6 +115,12 @@ class TrainingSection(_Section):
     report_to_tensorboard: bool = True
     seed: int = Field(42, ge=0, le=2**32 - 1)
 
+    @field_validator("eval_strategy", "save_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, value):
+        # YAML 1.1 reads a bare `no` as false; `eval_strategy: no` means the strategy "no".
+        return "no" if value is False else value
+
     @model_validator(mode="after")
     def _best_model_needs_eval(self):
         if self.load_best_model_at_end and self.eval_strategy == "no":
@@ -133,6 +141,7 @@ class RunConfig(_Section):
     preset: str | None = None
     description: str | None = None
     family: str | None = None
+    task: Task = Field("causal_lm", description="seq2seq for encoder-decoder models (BART, T5)")
     method: Method = "lora"
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
@@ -209,6 +218,9 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+_YAML11_BOOL_WORDS = {"yes", "no", "on", "off", "y", "n"}
+
+
 def parse_override(assignment: str) -> tuple[list[str], Any]:
     """`lora.r=8` -> (['lora', 'r'], 8). Values are parsed as YAML scalars/lists (safe loader)."""
     key, sep, raw = assignment.partition("=")
@@ -218,6 +230,8 @@ def parse_override(assignment: str) -> tuple[list[str], Any]:
     path = key.split(".")
     if any(not part for part in path):
         raise UserError(f"--set {assignment!r}: empty part in dotted key {key!r}")
+    if raw.strip().lower() in _YAML11_BOOL_WORDS:
+        return path, raw.strip()  # keep 'no' a string (eval_strategy=no); pydantic still reads it as a bool
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:

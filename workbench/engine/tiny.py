@@ -52,24 +52,43 @@ def build_tokenizer(directory: str | Path, vocab_size: int = 384):
     return tokenizer
 
 
+_LLAMA_LIKE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=512)
+TINY_SIZES: dict[str, dict] = {
+    "llama": dict(_LLAMA_LIKE, tie_word_embeddings=True),
+    "mistral": dict(_LLAMA_LIKE, tie_word_embeddings=False, sliding_window=None),
+    "qwen2": dict(_LLAMA_LIKE, tie_word_embeddings=True),
+    "qwen3": dict(_LLAMA_LIKE, head_dim=8, tie_word_embeddings=True),
+    "gemma": dict(_LLAMA_LIKE, head_dim=8),
+    "gemma2": dict(_LLAMA_LIKE, head_dim=8, sliding_window=64),
+    "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=512),
+    "gpt_neox": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     max_position_embeddings=512, rotary_pct=0.25, tie_word_embeddings=False),
+    "bart": dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                 decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=512),
+}
+
+
 def tiny_config(model_type: str, vocab_size: int, **overrides):
     """A 2-layer, hidden-32 config of `model_type` from its config class."""
     from transformers import AutoConfig
 
-    common = dict(vocab_size=vocab_size)
-    sizes = {
-        "llama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True),
-    }
-    if model_type not in sizes:
-        raise ValueError(f"no tiny config for model type {model_type!r} (known: {', '.join(sizes)})")
-    return AutoConfig.for_model(model_type, **common, **sizes[model_type], **overrides)
+    if model_type not in TINY_SIZES:
+        raise ValueError(f"no tiny config for model type {model_type!r} (known: {', '.join(TINY_SIZES)})")
+    return AutoConfig.for_model(model_type, vocab_size=vocab_size, **{**TINY_SIZES[model_type], **overrides})
+
+
+def tiny_model(config):
+    """A random model of `config`: seq2seq LM for encoder-decoder configs, causal LM otherwise."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    return auto.from_config(config)
 
 
 def build_tiny_model(directory: str | Path, model_type: str = "llama", seed: int = 0, **overrides) -> Path:
     """Write a tiny random model + tokenizer of `model_type` into `directory` (safetensors)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     directory = Path(directory)
     tokenizer = build_tokenizer(directory)
@@ -77,8 +96,10 @@ def build_tiny_model(directory: str | Path, model_type: str = "llama", seed: int
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id
     config.bos_token_id = tokenizer.bos_token_id
+    if config.is_encoder_decoder:
+        config.decoder_start_token_id = tokenizer.bos_token_id
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
+    model = tiny_model(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(directory, safe_serialization=True)
