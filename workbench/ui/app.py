@@ -1,0 +1,133 @@
+"""The lora-workbench TUI: one App, a mode per screen, switched by single keys shown in the footer.
+
+Screens are imported when their mode is first opened, so the first frame only pays for the one shown.
+Nothing here imports torch: training, generation and evaluation run in child processes.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from textual.app import App
+from textual.binding import Binding
+
+from workbench.core.runs import ACTIVE_STATES, list_runs
+from workbench.core.workspace import Workspace
+from workbench.ui.themes import DEFAULT_THEME, load_themes, read_settings, remember_theme
+
+# mode -> (module under workbench.ui.screens, class name)
+SCREENS = {
+    "data": ("data", "DataScreen"),
+    "presets": ("presets", "PresetsScreen"),
+    "train": ("train", "TrainScreen"),
+    "runs": ("runs", "RunsScreen"),
+    "playground": ("playground", "PlaygroundScreen"),
+    "evaluate": ("evaluate", "EvaluateScreen"),
+    "system": ("system", "SystemScreen"),
+}
+
+
+def _screen_factory(module: str, class_name: str):
+    def build():
+        return getattr(import_module(f"workbench.ui.screens.{module}"), class_name)()
+
+    return build
+
+
+class WorkbenchApp(App):
+    TITLE = "lora-workbench"
+    # Every screen's Footer must fit the mode keys at 80 columns: tighter keys, no palette hint (ctrl+p
+    # still opens it), and the current mode's own key is hidden (check_action).
+    CSS = """
+    FooterKey .footer-key--key {
+        padding: 0 0 0 1;
+    }
+    FooterKey .footer-key--description {
+        padding: 0 1 0 1;
+    }
+    FooterKey.-command-palette {
+        display: none;
+    }
+    """
+    MODES = {mode: _screen_factory(*target) for mode, target in SCREENS.items()}
+    BINDINGS = [
+        Binding("d", "mode('data')", "Data"),
+        Binding("p", "mode('presets')", "Presets"),
+        Binding("t", "mode('train')", "Train"),
+        Binding("r", "mode('runs')", "Runs"),
+        Binding("g", "mode('playground')", "Play"),
+        Binding("e", "mode('evaluate')", "Eval"),
+        Binding("s", "mode('system')", "System"),
+        Binding("question_mark,f1", "help", "Help", key_display="?"),
+        Binding("ctrl+t", "next_theme", "Theme", show=False),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(self, workspace: Workspace, initial_mode: str | None = None) -> None:
+        super().__init__()
+        self.workspace = workspace
+        self.initial_mode = initial_mode
+        self.current_run_id: str | None = None
+        self.workbench_themes = [theme.name for theme in load_themes()]
+
+    def on_mount(self) -> None:
+        for theme in load_themes():
+            self.register_theme(theme)
+        saved = read_settings(self.workspace).get("theme")
+        self.theme = saved if saved in self.available_themes else DEFAULT_THEME
+        self.theme_changed_signal.subscribe(self, lambda theme: remember_theme(self.workspace, theme.name))
+        self.switch_mode(self.initial_mode or self._start_mode())
+
+    def _start_mode(self) -> str:
+        """Re-attach first: with a run in progress, open Train, which lists the runs to re-attach to."""
+        if any(run.state() in ACTIVE_STATES for run in list_runs(self.workspace)):
+            return "train"
+        return "data"
+
+    # -- navigation -----------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "mode" and parameters and parameters[0] == self.current_mode:
+            return False  # hides the key of the mode already shown
+        return True
+
+    def action_mode(self, mode: str) -> None:
+        if self.current_mode != mode:
+            self.switch_mode(mode)
+
+    def action_help(self) -> None:
+        from workbench.ui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_next_theme(self) -> None:
+        names = self.workbench_themes or [self.theme]
+        position = names.index(self.theme) if self.theme in names else -1
+        self.theme = names[(position + 1) % len(names)]
+        self.notify(f"theme: {self.theme}", timeout=2)
+
+    def start_new_run(self, preset_name: str | None = None) -> None:
+        """Open the New-run form (prefilled with `preset_name`) on top of Train."""
+        from workbench.ui.screens.new_run import NewRunScreen
+
+        if self.current_mode != "train":
+            self.switch_mode("train")
+        self.push_screen(NewRunScreen(preset_name))
+
+    def show_run(self, run_id: str) -> None:
+        """Open the live view of `run_id` in Train (drawing its history, then following it)."""
+        from workbench.ui.screens.train import TrainScreen
+
+        self.current_run_id = run_id
+        if self.current_mode != "train":
+            self.switch_mode("train")  # TrainScreen picks current_run_id up when it is shown
+            return
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, TrainScreen):
+            self.pop_screen()
+        if isinstance(self.screen, TrainScreen):
+            self.screen.sync_run()
+
+
+def run_app(workspace: Workspace) -> int:
+    WorkbenchApp(workspace).run()
+    return 0

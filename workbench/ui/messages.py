@@ -1,0 +1,26 @@
+"""Messages posted by the tail worker thread to the live view."""
+
+from __future__ import annotations
+
+from textual.message import Message
+
+
+class RunUpdated(Message):
+    """New events were folded into the run's history. Pending ones collapse: the view redraws from the
+    history, not from the message, so one pending update stands for any number of them."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunUpdated) and message.run_id == self.run_id
+
+
+class RunStateChanged(Message):
+    """status.json (or the trainer's pid) says something new: running, paused, stopped, interrupted..."""
+
+    def __init__(self, run_id: str, state: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.state = state

@@ -1,0 +1,147 @@
+"""What the live view knows about a run, folded from its events.jsonl (DESIGN.md "Event schema").
+
+The tail worker thread applies events; the UI thread takes snapshots. Both go through one lock, and
+every series is a bounded deque so a run of a million steps cannot grow the TUI's memory without limit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_POINTS = 20_000
+MAX_LOG_LINES = 200
+
+# Chart series fed by step events: name -> event field.
+STEP_SERIES = {
+    "loss": "loss",
+    "grad_norm": "grad_norm",
+    "lr": "lr",
+    "tokens_per_s": "tokens_per_s",
+    "vram_allocated_mb": "vram_allocated_mb",
+    "vram_reserved_mb": "vram_reserved_mb",
+    "vram_peak_mb": "vram_peak_mb",
+    "ram_mb": "ram_mb",
+}
+SERIES_NAMES = (*STEP_SERIES, "eval_loss")
+
+
+@dataclass
+class Snapshot:
+    """A consistent copy of the history for one redraw."""
+
+    version: int
+    series: dict[str, tuple[list[float], list[float]]]
+    start: dict[str, Any]
+    last_step: dict[str, Any]
+    last_eval: dict[str, Any]
+    end: dict[str, Any] | None
+    first_time: float | None
+    last_time: float | None
+    checkpoints: list[dict[str, Any]]
+    logs: list[dict[str, Any]]
+    events_seen: int
+
+
+@dataclass
+class RunHistory:
+    series: dict[str, tuple[deque, deque]] = field(
+        default_factory=lambda: {name: (deque(maxlen=MAX_POINTS), deque(maxlen=MAX_POINTS)) for name in SERIES_NAMES}
+    )
+    start: dict[str, Any] = field(default_factory=dict)
+    last_step: dict[str, Any] = field(default_factory=dict)
+    last_eval: dict[str, Any] = field(default_factory=dict)
+    end: dict[str, Any] | None = None
+    first_time: float | None = None
+    last_time: float | None = None
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    logs: deque = field(default_factory=lambda: deque(maxlen=MAX_LOG_LINES))
+    events_seen: int = 0
+    version: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def apply(self, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        with self._lock:
+            for event in events:
+                self._apply_one(event)
+            self.events_seen += len(events)
+            self.version += 1
+
+    def _append(self, name: str, step: Any, value: Any) -> None:
+        if isinstance(step, (int, float)) and isinstance(value, (int, float)):
+            xs, ys = self.series[name]
+            xs.append(step)
+            ys.append(value)
+
+    def _apply_one(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        when = event.get("time")
+        if isinstance(when, (int, float)):
+            self.first_time = when if self.first_time is None else self.first_time
+            self.last_time = when
+        if kind == "start":
+            self.start = event
+            self.end = None  # a resumed run starts again in the same directory
+            self.logs.append({"level": "info", "message": f"started on {event.get('device') or '?'}"})
+        elif kind == "step":
+            self.last_step = event
+            for name, key in STEP_SERIES.items():
+                self._append(name, event.get("step"), event.get(key))
+        elif kind == "eval":
+            self.last_eval = event
+            self._append("eval_loss", event.get("step"), event.get("eval_loss"))
+            self.logs.append({"level": "info", "message": f"eval @ {event.get('step')}: loss {_fmt(event.get('eval_loss'))}"})
+        elif kind == "checkpoint":
+            self.checkpoints.append(event)
+            self.logs.append({"level": "info", "message": f"checkpoint @ step {event.get('step')}"})
+        elif kind == "log":
+            self.logs.append({"level": event.get("level") or "info", "message": str(event.get("message"))})
+        elif kind == "end":
+            self.end = event
+            message = f"{event.get('status')} at step {event.get('step')}"
+            if event.get("error"):
+                message += f": {event['error']}"
+            self.logs.append({"level": "error" if event.get("status") == "failed" else "info", "message": message})
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return Snapshot(
+                version=self.version,
+                series={name: (list(xs), list(ys)) for name, (xs, ys) in self.series.items()},
+                start=dict(self.start),
+                last_step=dict(self.last_step),
+                last_eval=dict(self.last_eval),
+                end=dict(self.end) if self.end else None,
+                first_time=self.first_time,
+                last_time=self.last_time,
+                checkpoints=list(self.checkpoints),
+                logs=list(self.logs),
+                events_seen=self.events_seen,
+            )
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "-"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def elapsed_seconds(snapshot: Snapshot, live: bool, now: float | None = None) -> float | None:
+    """Wall time of the run: up to the end event, or up to now while it is still going."""
+    if snapshot.first_time is None:
+        return None
+    if live and snapshot.end is None:
+        return (now if now is not None else time.time()) - snapshot.first_time
+    return (snapshot.last_time or snapshot.first_time) - snapshot.first_time

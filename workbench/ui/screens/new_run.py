@@ -1,0 +1,246 @@
+"""New run: pick a prepared dataset, a preset and a model, review the resolved config, start.
+
+It resolves and launches exactly like `lora-workbench train` (core.newrun.resolve_config + create_run,
+core.launcher.launch), so the trainer is the same detached subprocess writing the same run directory.
+"""
+
+from __future__ import annotations
+
+import yaml
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
+
+from workbench.core.config import config_to_dict
+from workbench.core.errors import UserError
+from workbench.core.newrun import create_run, resolve_config
+from workbench.core.presets import list_presets
+
+REVIEW_DELAY_S = 0.3
+
+
+def prepared_datasets(workspace) -> list[str]:
+    if not workspace.datasets.is_dir():
+        return []
+    return sorted(p.name for p in workspace.datasets.iterdir() if (p / "train.jsonl").is_file())
+
+
+class NewRunScreen(Screen):
+    DEFAULT_CSS = """
+    NewRunScreen #form {
+        width: 48;
+        height: 1fr;
+        padding-right: 1;
+    }
+    NewRunScreen .row {
+        height: 3;
+    }
+    NewRunScreen .row Label {
+        width: 11;
+        padding-top: 1;
+    }
+    NewRunScreen .row Input, NewRunScreen .row Select {
+        width: 1fr;
+    }
+    NewRunScreen #buttons {
+        height: 3;
+    }
+    NewRunScreen #buttons Button {
+        margin-right: 1;
+    }
+    NewRunScreen #form-error {
+        color: $error;
+        height: auto;
+    }
+    NewRunScreen #review-box {
+        width: 1fr;
+        border-left: solid $panel;
+        padding-left: 1;
+    }
+    NewRunScreen #demo {
+        display: none;
+    }
+    NewRunScreen #demo.-shown {
+        display: block;
+    }
+    """
+    BINDINGS = [
+        Binding("ctrl+s", "start", "Start run", priority=True),
+        Binding("escape", "cancel", "Cancel"),
+    ]
+
+    def __init__(self, preset_name: str | None = None) -> None:
+        super().__init__()
+        self.initial_preset = preset_name
+        self._review_timer = None
+        self.starting = False
+
+    def compose(self) -> ComposeResult:
+        workspace = self.app.workspace
+        datasets = prepared_datasets(workspace)
+        try:
+            presets = [preset.name for preset in list_presets(workspace)]
+            preset_error = None
+        except UserError as error:
+            presets, preset_error = [], str(error)
+        preset = self.initial_preset if self.initial_preset in presets else (presets[0] if presets else None)
+        yield Header()
+        with Horizontal():
+            with VerticalScroll(id="form"):
+                with Horizontal(classes="row"):
+                    yield Label("Dataset")
+                    yield Select([(name, name) for name in datasets], value=datasets[0] if datasets else Select.NULL,
+                                 prompt="no prepared dataset", id="dataset")
+                yield Button("Use the demo dataset", id="demo", classes="" if datasets else "-shown")
+                with Horizontal(classes="row"):
+                    yield Label("Preset")
+                    yield Select([(name, name) for name in presets], value=preset or Select.NULL,
+                                 prompt="no presets", id="preset")
+                with Horizontal(classes="row"):
+                    yield Label("Model")
+                    yield Input(placeholder="the preset's model", id="model")
+                with Horizontal(classes="row"):
+                    yield Label("Max steps")
+                    yield Input(placeholder="from epochs", type="integer", id="max-steps")
+                with Horizontal(classes="row"):
+                    yield Label("Overrides")
+                    yield Input(placeholder="lora.r=8 training.learning_rate=1e-4", id="overrides")
+                with Horizontal(classes="row"):
+                    yield Label("Run id")
+                    yield Input(placeholder="automatic", id="run-id")
+                with Horizontal(id="buttons"):
+                    yield Button("Start (ctrl+s)", variant="success", id="start")
+                    yield Button("Cancel", id="cancel")
+                yield Static(preset_error or "", id="form-error", markup=False)
+            with VerticalScroll(id="review-box") as review_box:
+                review_box.border_title = "resolved run.yaml"
+                yield Static("", id="review", markup=False)
+
+    def on_mount(self) -> None:
+        self.sub_title = "new run"
+        self.refresh_review()
+
+    # -- the form -------------------------------------------------------------------------------
+    def form_values(self) -> dict:
+        def text(widget_id: str) -> str:
+            return self.query_one(f"#{widget_id}", Input).value.strip()
+
+        def choice(widget_id: str):
+            value = self.query_one(f"#{widget_id}", Select).value
+            return None if value is Select.NULL else value
+
+        max_steps = text("max-steps")
+        return {
+            "preset": choice("preset"),
+            "data": choice("dataset"),
+            "model": text("model") or None,
+            "overrides": text("overrides").split(),
+            "max_steps": int(max_steps) if max_steps else None,
+            "run_id": text("run-id") or None,
+        }
+
+    def resolve(self):
+        values = self.form_values()
+        if values["data"] is None:
+            raise UserError("choose a prepared dataset (or use the demo dataset)")
+        if values["preset"] is None:
+            raise UserError("choose a preset")
+        return resolve_config(self.app.workspace, values["preset"], values["data"], values["model"],
+                              values["overrides"], values["max_steps"])
+
+    def on_input_changed(self) -> None:
+        self._schedule_review()
+
+    def on_select_changed(self) -> None:
+        self._schedule_review()
+
+    def _schedule_review(self) -> None:
+        if self._review_timer is not None:
+            self._review_timer.stop()
+        self._review_timer = self.set_timer(REVIEW_DELAY_S, self.refresh_review)
+
+    def refresh_review(self) -> None:
+        self._review_timer = None
+        error = self.query_one("#form-error", Static)
+        review = self.query_one("#review", Static)
+        try:
+            config = self.resolve()
+        except UserError as problem:
+            error.update(str(problem))
+            review.update("")
+            return
+        error.update("")
+        text = yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
+        estimate = memory_estimate_text(config, self.app.workspace)
+        review.update(f"{estimate}\n\n{text}" if estimate else text)
+
+    # -- actions --------------------------------------------------------------------------------
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "start":
+            self.action_start()
+        elif event.button.id == "cancel":
+            self.action_cancel()
+        elif event.button.id == "demo":
+            self.use_demo_dataset()
+
+    def use_demo_dataset(self) -> None:
+        from workbench.core.data.demo import ensure_demo_dataset
+
+        try:
+            path = ensure_demo_dataset(self.app.workspace)
+        except UserError as error:
+            self.query_one("#form-error", Static).update(str(error))
+            return
+        name = getattr(path, "name", None) or str(path)
+        select = self.query_one("#dataset", Select)
+        select.set_options([(n, n) for n in prepared_datasets(self.app.workspace)])
+        select.value = name
+        self.query_one("#demo").set_class(False, "-shown")
+
+    def action_cancel(self) -> None:
+        self.app.pop_screen()
+
+    def action_start(self) -> None:
+        if self.starting:
+            return
+        try:
+            config = self.resolve()
+        except UserError as problem:
+            self.query_one("#form-error", Static).update(str(problem))
+            return
+        self.starting = True
+        self.query_one("#start", Button).disabled = True
+        self.query_one("#form-error", Static).update("starting the trainer...")
+        run_id = self.form_values()["run_id"]
+        self.run_worker(lambda: self._launch(config, run_id), thread=True, group="launch")
+
+    def _launch(self, config, run_id: str | None) -> None:
+        from workbench.core.launcher import launch
+
+        try:
+            run = create_run(self.app.workspace, config, run_id)
+        except UserError as problem:
+            self.app.call_from_thread(self._failed, str(problem))
+            return
+        launch(run)
+        self.app.call_from_thread(self._started, run.run_id)
+
+    def _failed(self, message: str) -> None:
+        self.starting = False
+        self.query_one("#start", Button).disabled = False
+        self.query_one("#form-error", Static).update(message)
+
+    def _started(self, run_id: str) -> None:
+        self.app.pop_screen()
+        self.app.show_run(run_id)
+
+
+def memory_estimate_text(config, workspace) -> str | None:
+    """One line from the presets engineer's estimator, when that module is present in this build."""
+    try:
+        from workbench.core.memory import describe_estimate
+    except ImportError:
+        return None
+    return describe_estimate(config, workspace)

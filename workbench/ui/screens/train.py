@@ -1,0 +1,206 @@
+"""Train mode: the live view of the open run, or, with none open, the runs in progress to re-attach to."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+from textual.worker import get_current_worker
+
+from workbench.core.errors import UserError
+from workbench.core.runs import ACTIVE_STATES, RunDir, list_runs, open_run
+from workbench.ui.widgets.confirm import ConfirmScreen
+from workbench.ui.widgets.run_view import RunView
+
+
+class TrainScreen(Screen):
+    DEFAULT_CSS = """
+    TrainScreen #landing {
+        padding: 1 2;
+    }
+    TrainScreen #landing DataTable {
+        height: auto;
+        max-height: 12;
+        margin-top: 1;
+    }
+    """
+    BINDINGS = [
+        Binding("n", "new_run", "New run"),
+        # The Stop/Pause/Resume buttons carry their keys; c and y are in the help screen.
+        Binding("x", "stop", "Stop", show=False),
+        Binding("z", "pause", "Pause", show=False),
+        Binding("u", "resume", "Resume", show=False),
+        Binding("c", "cycle_chart", "Chart", show=False),
+        Binding("y", "show_config", "Config", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown_run_id: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Vertical(id="body")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sync_run()
+
+    def on_screen_resume(self) -> None:
+        self.sync_run()
+
+    @property
+    def run_view(self) -> RunView | None:
+        views = self.query(RunView)
+        return views.first() if views else None
+
+    def sync_run(self) -> None:
+        """Show the app's current run (set by App.show_run), or the landing list when there is none."""
+        wanted = getattr(self.app, "current_run_id", None)
+        if wanted == self.shown_run_id and self.query("#body > *"):
+            return
+        body = self.query_one("#body")
+        body.remove_children()
+        self.shown_run_id = wanted
+        if wanted is None:
+            body.mount(self._landing())
+            self.load_active_runs()
+            return
+        try:
+            run = open_run(self.app.workspace, wanted)
+        except UserError as error:
+            self.shown_run_id = None
+            body.mount(Static(str(error)))
+            return
+        self.sub_title = run.run_id
+        body.mount(RunView(run))
+
+    def _landing(self) -> Vertical:
+        table = DataTable(id="active-runs", cursor_type="row")
+        table.add_columns("run", "state", "model", "step")
+        return Vertical(
+            Static("No run open. n starts a new run; r lists every run.", id="landing-hint"),
+            Static("Runs in progress (Enter re-attaches):", id="active-title"),
+            table,
+            id="landing",
+        )
+
+    def load_active_runs(self) -> None:
+        self.run_worker(self._find_active_runs, thread=True, exclusive=True, group="active-runs")
+
+    def _find_active_runs(self) -> None:
+        worker = get_current_worker()
+        rows = []
+        for run in list_runs(self.app.workspace):
+            if run.state() in ACTIVE_STATES:
+                summary = run.summary()
+                rows.append((run.run_id, summary["state"], summary["model"] or "-",
+                             f"{summary['step']}/{summary['total_steps'] or '?'}"))
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self._show_active_runs, rows)
+
+    def _show_active_runs(self, rows: list[tuple]) -> None:
+        tables = self.query("#active-runs")
+        if not tables:
+            return
+        table = tables.first(DataTable)
+        table.clear()
+        for row in rows:
+            table.add_row(*row, key=row[0])
+        if not rows:
+            self.query_one("#active-title", Static).update("No run in progress.")
+        else:
+            table.focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "active-runs" and event.row_key.value:
+            self.app.show_run(event.row_key.value)
+
+    def on_button_pressed(self, event) -> None:
+        if event.button.id in ("stop", "pause", "resume"):
+            event.stop()
+            self.run_action(event.button.id)
+
+    # -- actions --------------------------------------------------------------------------------
+    def action_new_run(self) -> None:
+        self.app.start_new_run()
+
+    def action_cycle_chart(self) -> None:
+        if self.run_view:
+            self.run_view.cycle_chart()
+
+    def action_show_config(self) -> None:
+        if self.run_view:
+            from workbench.ui.screens.run_config import RunConfigScreen
+
+            self.app.push_screen(RunConfigScreen(self.run_view.run))
+
+    def action_stop(self) -> None:
+        self.run_action("stop")
+
+    def action_pause(self) -> None:
+        self.run_action("pause")
+
+    def action_resume(self) -> None:
+        self.run_action("resume")
+
+    def run_action(self, action: str) -> None:
+        view = self.run_view
+        if view is None:
+            self.notify("no run open", severity="warning")
+            return
+        run, state = view.run, view.run.state()
+        question = self._question(run, action, state)
+        if question is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._perform(run, action, state)
+
+        self.app.push_screen(ConfirmScreen(question, yes_label=action.capitalize()), confirmed)
+
+    def _question(self, run: RunDir, action: str, state: str) -> str | None:
+        if action == "stop":
+            if state not in ACTIVE_STATES:
+                self.notify(f"run is {state}, not running", severity="warning")
+                return None
+            return (f"Stop {run.run_id}?\nThe trainer saves a checkpoint and the adapter at the current step "
+                    "and ends 'stopped'; Resume continues it later with the same schedule.")
+        if action == "pause":
+            if state not in ("running", "starting"):
+                self.notify(f"run is {state}, not running", severity="warning")
+                return None
+            return (f"Pause {run.run_id}?\nIt pauses after the current step and keeps its memory; "
+                    "Resume continues it in place.")
+        if state == "paused":
+            return f"Resume paused run {run.run_id}?"
+        if state in ACTIVE_STATES:
+            self.notify(f"run is {state}; only a paused, stopped, failed or interrupted run resumes",
+                        severity="warning")
+            return None
+        if state == "completed":
+            self.notify("run already completed; start a new run to train further", severity="warning")
+            return None
+        checkpoint = run.latest_checkpoint()
+        if checkpoint is None:
+            self.notify(f"{run.run_id} has no complete checkpoint to resume from", severity="error")
+            return None
+        return (f"Restart {run.run_id} from {checkpoint.name}?\nOptimizer, scheduler and RNG state are "
+                "restored, so the losses continue as if it had never stopped.")
+
+    def _perform(self, run: RunDir, action: str, state: str) -> None:
+        if action in ("stop", "pause") or state == "paused":
+            run.request(action)
+            self.notify(f"{action} requested for {run.run_id}")
+            return
+        self.run_worker(lambda: self._relaunch(run), thread=True, group="relaunch")
+
+    def _relaunch(self, run: RunDir) -> None:
+        from workbench.core.launcher import launch
+
+        checkpoint = run.latest_checkpoint()
+        launch(run, resume_from=checkpoint)
+        self.app.call_from_thread(self.notify, f"{run.run_id} restarted from {checkpoint.name}")

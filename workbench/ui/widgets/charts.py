@@ -1,0 +1,68 @@
+"""Line charts drawn with plotext (textual-plotext), rebuilt from plain lists at render time.
+
+Rebuilding in `render` means a resize redraws at the new size for free; the caller decides how often
+data changes reach the chart (the live view throttles them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from textual_plotext import PlotextPlot
+
+Series = tuple[Sequence[float], Sequence[float]]
+
+
+def downsample(xs: Sequence[float], ys: Sequence[float], max_points: int) -> tuple[list[float], list[float]]:
+    """Every k-th point plus the last one: a terminal cell cannot show more than a couple of points."""
+    if len(xs) <= max_points:
+        return list(xs), list(ys)
+    stride = math.ceil(len(xs) / max_points)
+    picked = list(range(0, len(xs), stride))
+    if picked[-1] != len(xs) - 1:
+        picked.append(len(xs) - 1)
+    return [xs[i] for i in picked], [ys[i] for i in picked]
+
+
+class MetricChart(PlotextPlot):
+    """One chart, several named lines sharing the x axis (optimizer step)."""
+
+    DEFAULT_CSS = """
+    MetricChart {
+        height: 1fr;
+        min-height: 6;
+    }
+    """
+
+    def __init__(self, title: str, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.title = title
+        self.lines: dict[str, Series] = {}
+        self.unit = ""
+
+    def set_lines(self, lines: dict[str, Series]) -> None:
+        self.lines = lines
+        self.refresh()
+
+    def has_data(self) -> bool:
+        return any(len(xs) for xs, _ in self.lines.values())
+
+    def latest(self, label: str) -> float | None:
+        xs, ys = self.lines.get(label, ((), ()))
+        return ys[-1] if ys else None
+
+    def render(self):
+        plt = self.plt
+        plt.clear_figure()
+        plt.title(self.title)
+        width = max(self.size.width, 10)
+        drawn = False
+        for label, (xs, ys) in self.lines.items():
+            if len(xs):
+                px, py = downsample(xs, ys, 2 * width)
+                plt.plot(px, py, label=label if len(self.lines) > 1 else None, marker="braille")
+                drawn = True
+        if not drawn:
+            plt.xlabel("waiting for data")
+        return super().render()

@@ -1,0 +1,288 @@
+"""The live view of one run: progress, latest numbers, charts and log lines, fed by events.jsonl.
+
+A thread worker tails the file (EventTail, from the first byte: re-attaching draws the whole history)
+and folds events into a RunHistory; it posts RunUpdated, which collapses while pending, and the view
+redraws at most MAX_REDRAWS_PER_S times a second however fast the trainer writes.
+"""
+
+from __future__ import annotations
+
+import time
+
+from textual.app import ComposeResult
+from textual.containers import Grid, Horizontal, Vertical
+from textual.reactive import reactive
+from textual.widgets import Button, ProgressBar, Static
+from textual.worker import get_current_worker
+
+from workbench.core.events import EventTail
+from workbench.core.runs import ACTIVE_STATES, RunDir
+from workbench.ui.messages import RunStateChanged, RunUpdated
+from workbench.ui.run_history import RunHistory, Snapshot, elapsed_seconds, format_duration
+from workbench.ui.widgets.charts import MetricChart
+
+MAX_REDRAWS_PER_S = 4
+POLL_S = 0.1
+STATE_POLL_S = 1.0
+# Below this size only the loss chart and one other (cycled with `c`) are shown, so both stay readable.
+FULL_GRID_MIN = (110, 34)
+
+# chart id -> (title, [(line label, history series)])
+CHARTS = {
+    "loss": ("loss", [("train", "loss"), ("eval", "eval_loss")]),
+    "grad": ("grad norm", [("grad norm", "grad_norm")]),
+    "lr": ("learning rate", [("lr", "lr")]),
+    "memory": ("memory (MB)", [("alloc", "vram_allocated_mb"), ("reserved", "vram_reserved_mb"),
+                               ("peak", "vram_peak_mb"), ("RAM", "ram_mb")]),
+    "speed": ("tokens/s", [("tokens/s", "tokens_per_s")]),
+}
+SECONDARY_CHARTS = [name for name in CHARTS if name != "loss"]
+
+
+def _num(value, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "-"
+
+
+def _gb(megabytes) -> str:
+    return f"{megabytes / 1024:.2f}" if isinstance(megabytes, (int, float)) else "-"
+
+
+class RunView(Vertical):
+    DEFAULT_CSS = """
+    RunView {
+        height: 1fr;
+    }
+    RunView #run-title {
+        height: 1;
+        width: 1fr;
+        text-style: bold;
+    }
+    RunView #title-row {
+        height: 1;
+    }
+    RunView #title-row Button {
+        height: 1;
+        min-width: 8;
+        border: none;
+        margin-left: 1;
+    }
+    RunView #progress-row {
+        height: 1;
+    }
+    RunView ProgressBar {
+        width: auto;
+        margin-right: 1;
+    }
+    RunView #progress-text {
+        width: 1fr;
+    }
+    RunView #numbers {
+        height: auto;
+        color: $text-muted;
+    }
+    RunView #error {
+        height: auto;
+        color: $error;
+        text-style: bold;
+        display: none;
+    }
+    RunView #error.-shown {
+        display: block;
+    }
+    RunView #charts {
+        height: 1fr;
+        grid-size: 3 2;
+    }
+    RunView.-compact #charts {
+        grid-size: 2 1;
+    }
+    RunView.-compact MetricChart {
+        display: none;
+    }
+    RunView.-compact MetricChart.-shown {
+        display: block;
+    }
+    RunView #logs {
+        height: 4;
+        border-top: solid $panel;
+    }
+    """
+
+    state: reactive[str] = reactive("unknown")
+
+    def __init__(self, run: RunDir, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.run = run
+        self.history = RunHistory()
+        self.secondary = SECONDARY_CHARTS[0]
+        self.drawn_version = -1
+        self.redraw_count = 0
+        self._last_redraw = 0.0
+        self._redraw_timer = None
+        self.log_lines = 3
+
+    # -- layout ---------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="title-row"):
+            yield Static(self.run.run_id, id="run-title")
+            yield Button("x Stop", id="stop", variant="error")
+            yield Button("z Pause", id="pause", variant="warning")
+            yield Button("u Resume", id="resume", variant="success")
+        with Horizontal(id="progress-row"):
+            yield ProgressBar(total=None, show_eta=False, show_percentage=True, id="progress")
+            yield Static("", id="progress-text")
+        yield Static("", id="numbers")
+        yield Static("", id="error")
+        with Grid(id="charts"):
+            for name, (title, _) in CHARTS.items():
+                yield MetricChart(title, id=f"chart-{name}")
+        yield Static("", id="logs")
+
+    def on_mount(self) -> None:
+        self.state = self.run.state()
+        self._apply_layout()
+        self.run_worker(self._follow, thread=True, exclusive=True, group=f"tail-{self.run.run_id}")
+        self.set_interval(1.0, self._tick_clock)
+        self.redraw()
+
+    def on_resize(self) -> None:
+        self._apply_layout()
+
+    def _apply_layout(self) -> None:
+        size = self.app.size
+        compact = size.width < FULL_GRID_MIN[0] or size.height < FULL_GRID_MIN[1]
+        self.set_class(compact, "-compact")
+        self.log_lines = 3 if compact else 7
+        self.query_one("#logs").styles.height = self.log_lines + 1  # + the top border
+        for name in CHARTS:
+            shown = name in ("loss", self.secondary)
+            self.query_one(f"#chart-{name}").set_class(shown, "-shown")
+        if self.drawn_version >= 0:
+            self._draw_logs(self.history.snapshot())
+
+    def cycle_chart(self) -> str:
+        position = SECONDARY_CHARTS.index(self.secondary)
+        self.secondary = SECONDARY_CHARTS[(position + 1) % len(SECONDARY_CHARTS)]
+        self._apply_layout()
+        return self.secondary
+
+    # -- following the file (worker thread) -----------------------------------------------------
+    def _follow(self) -> None:
+        worker = get_current_worker()
+        tail = EventTail(self.run.events_path)
+        last_state, next_state_check = None, 0.0
+        while not worker.is_cancelled:
+            events = tail.read_new()
+            if events:
+                self.history.apply(events)
+                self.post_message(RunUpdated(self.run.run_id))
+            now = time.monotonic()
+            if now >= next_state_check or any(e.get("type") in ("start", "end") for e in events):
+                state = self.run.state()
+                if state != last_state:
+                    last_state = state
+                    self.post_message(RunStateChanged(self.run.run_id, state))
+                next_state_check = now + STATE_POLL_S
+            if not events:
+                time.sleep(POLL_S)
+
+    def on_run_updated(self, message: RunUpdated) -> None:
+        message.stop()
+        self._schedule_redraw()
+
+    def on_run_state_changed(self, message: RunStateChanged) -> None:
+        message.stop()
+        self.state = message.state
+
+    def watch_state(self) -> None:
+        if self.is_mounted:
+            self.redraw()
+
+    def _schedule_redraw(self) -> None:
+        if self._redraw_timer is not None:
+            return  # a redraw is already due; it will draw whatever has arrived by then
+        wait = self._last_redraw + 1.0 / MAX_REDRAWS_PER_S - time.monotonic()
+        if wait <= 0:
+            self.redraw()
+        else:
+            self._redraw_timer = self.set_timer(wait, self._timed_redraw)
+
+    def _timed_redraw(self) -> None:
+        self._redraw_timer = None
+        self.redraw()
+
+    def _tick_clock(self) -> None:
+        if self.state in ACTIVE_STATES:
+            self._draw_progress(self.history.snapshot())
+
+    # -- drawing --------------------------------------------------------------------------------
+    def redraw(self) -> None:
+        self._last_redraw = time.monotonic()
+        snap = self.history.snapshot()
+        self._draw_progress(snap)
+        self._draw_buttons()
+        if snap.version != self.drawn_version:
+            self.drawn_version = snap.version
+            self.redraw_count += 1
+            for name, (_, lines) in CHARTS.items():
+                chart = self.query_one(f"#chart-{name}", MetricChart)
+                chart.set_lines({label: snap.series[series] for label, series in lines})
+            self._draw_logs(snap)
+
+    def _draw_buttons(self) -> None:
+        active = self.state in ACTIVE_STATES
+        self.query_one("#stop", Button).disabled = not active or self.state == "stopping"
+        self.query_one("#pause", Button).disabled = self.state not in ("running", "starting")
+        self.query_one("#resume", Button).disabled = self.state in ("running", "starting", "stopping", "completed")
+
+    def _draw_progress(self, snap: Snapshot) -> None:
+        start, step = snap.start, snap.last_step
+        model = start.get("model") or "?"
+        method = start.get("method") or ""
+        self.query_one("#run-title", Static).update(f"{self.run.run_id} · {model} {method} · {self.state}")
+        total = step.get("total_steps") or start.get("total_steps")
+        done = step.get("step") or 0
+        bar = self.query_one("#progress", ProgressBar)
+        bar.update(total=total or None, progress=done)
+        live = self.state in ACTIVE_STATES
+        eta = step.get("eta_s") if live else None
+        parts = [f"step {done}/{total or '?'}", f"epoch {_num(step.get('epoch'), '.2f')}",
+                 f"elapsed {format_duration(elapsed_seconds(snap, live))}"]
+        if live:
+            parts.append(f"ETA {format_duration(eta)}")
+        self.query_one("#progress-text", Static).update("  ".join(parts))
+        numbers = [
+            f"loss {_num(step.get('loss'), '.4f')}",
+            f"eval {_num(snap.last_eval.get('eval_loss'), '.4f')}",
+            f"grad {_num(step.get('grad_norm'), '.3f')}",
+            f"lr {_num(step.get('lr'), '.2e')}",
+            f"tok/s {_num(step.get('tokens_per_s'), '.0f')}",
+            f"VRAM {_gb(step.get('vram_allocated_mb'))}/{_gb(step.get('vram_reserved_mb'))}/"
+            f"{_gb(step.get('vram_peak_mb'))} GB",
+            f"RAM {_gb(step.get('ram_mb'))} GB",
+        ]
+        self.query_one("#numbers", Static).update("  ".join(numbers))
+        error = self._error_text(snap)
+        error_widget = self.query_one("#error", Static)
+        error_widget.update(error or "")
+        error_widget.set_class(bool(error), "-shown")
+
+    def _error_text(self, snap: Snapshot) -> str | None:
+        if snap.end and snap.end.get("status") == "failed":
+            return f"failed: {snap.end.get('error') or 'no error message; see trainer.log'}"
+        if self.state == "failed":
+            return f"failed: {self.run.read_status().get('error') or 'see trainer.log'}"
+        if self.state == "interrupted":
+            checkpoint = self.run.latest_checkpoint()
+            where = f"resume from {checkpoint.name} with u" if checkpoint else "no complete checkpoint to resume from"
+            return f"interrupted: the trainer process is gone; {where}"
+        return None
+
+    def _draw_logs(self, snap: Snapshot) -> None:
+        lines = []
+        for entry in snap.logs[-self.log_lines:]:
+            level = entry.get("level") or "info"
+            style = {"error": "bold red", "warning": "yellow"}.get(level)
+            message = str(entry.get("message")).replace("[", r"\[")
+            lines.append(f"[{style}]{message}[/]" if style else message)
+        self.query_one("#logs", Static).update("\n".join(lines))
