@@ -1,0 +1,279 @@
+"""The eval worker: base vs fine-tuned on a split — perplexity, generations, ROUGE/BLEU/EM, report.
+
+    python -m workbench.engine.evaluate RUN_ID --workspace DIR [--split test] [--limit N] [--max-new-tokens N]
+
+Speaks JSON lines on stdout (workbench.engine.protocol): `status`, `progress` (phase, done, total),
+`result` (the metrics) and, on failure, `error` (with `user_error` true for a user mistake, exit code 2).
+Writes runs/<id>/eval/{metrics.json, predictions.jsonl, report.md, report.html} only once everything is
+computed, so a failed evaluation leaves the previous results untouched.
+
+Base and adapter answers come from the same loaded model (the adapter disabled for the base), with the
+same greedy settings, so the only difference between the two columns is the adapter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from workbench.core import atomic
+from workbench.core.config import RunConfig, load_run_config
+from workbench.core.errors import UserError
+from workbench.core.events import read_events
+from workbench.core.metrics import corpus_scores, example_scores
+from workbench.core.report import write_reports
+from workbench.core.runs import RunDir, open_run
+from workbench.core.workspace import Workspace
+from workbench.engine.protocol import emit, open_protocol
+
+SPLITS = ("test", "val", "train")
+DEFAULT_MAX_NEW_TOKENS = 128
+
+
+def split_path(config: RunConfig, split: str, workspace: Workspace) -> Path:
+    if split not in SPLITS:
+        raise UserError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+    name = {"test": config.data.test_file, "val": config.data.val_file, "train": config.data.train_file}[split]
+    if not config.data.path or not name:
+        raise UserError(f"run.yaml: data.path / data.{split}_file is not set, so there is no {split} split to evaluate")
+    root = Path(config.data.path).expanduser()
+    if not root.is_absolute():
+        root = workspace.root / root
+    path = root / name
+    if not path.is_file():
+        raise UserError(f"{path}: no such file (the {split} split named by run.yaml data.path)")
+    return path
+
+
+def read_examples(path: Path, limit: int | None) -> list[list[dict[str, str]]]:
+    """Conversations whose last message is the reference answer."""
+    examples = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                messages = json.loads(line)["messages"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"{path}:{number}: expected a JSON object with a 'messages' list") from None
+            if not isinstance(messages, list) or len(messages) < 2 or messages[-1].get("role") != "assistant":
+                raise UserError(f"{path}:{number}: 'messages' must end with an assistant answer after a prompt")
+            examples.append(messages)
+            if limit is not None and len(examples) >= limit:
+                break
+    if not examples:
+        raise UserError(f"{path}: no examples to evaluate")
+    return examples
+
+
+def prompt_messages(messages: list[dict[str, str]], system_prompt: str | None) -> list[dict[str, str]]:
+    prompt = list(messages[:-1])
+    if system_prompt and prompt[0].get("role") != "system":
+        prompt.insert(0, {"role": "system", "content": system_prompt})
+    return prompt
+
+
+def render(tokenizer, messages: list[dict[str, str]], system_prompt: str | None) -> tuple[str, str]:
+    """(prompt text ending where the answer starts, answer text including the end-of-turn marker)."""
+    prompt = prompt_messages(messages, system_prompt)
+    answer = messages[-1]["content"]
+    if tokenizer.chat_template:
+        prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        full_text = tokenizer.apply_chat_template(prompt + [messages[-1]], tokenize=False)
+        if full_text.startswith(prompt_text):
+            return prompt_text, full_text[len(prompt_text):]
+    else:
+        prompt_text = "".join(f"{m['content']}\n\n" for m in prompt)
+    return prompt_text, answer + (tokenizer.eos_token or "")
+
+
+def encode(tokenizer, messages, system_prompt: str | None, max_length: int) -> tuple[list[int], list[int]]:
+    """Prompt ids and answer ids, the prompt cut from the left so that both fit in max_length."""
+    prompt_text, answer_text = render(tokenizer, messages, system_prompt)
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer_text, add_special_tokens=False)["input_ids"][: max_length - 1]
+    keep = max(1, max_length - len(answer_ids))
+    return prompt_ids[-keep:], answer_ids
+
+
+def answer_nll(model, prompt_ids: list[int], answer_ids: list[int]) -> tuple[float, int]:
+    """Sum of the negative log-likelihoods of the answer tokens given the prompt, and their count."""
+    import torch
+
+    device = model.get_input_embeddings().weight.device
+    input_ids = torch.tensor([prompt_ids + answer_ids], device=device)
+    with torch.no_grad():
+        logits = model(input_ids=input_ids).logits[0].float()
+    # logits at position t predict token t+1: the answer tokens are predicted from len(prompt)-1 on.
+    start = len(prompt_ids) - 1
+    predicted = logits[start : start + len(answer_ids)]
+    targets = torch.tensor(answer_ids, device=device)
+    nll = torch.nn.functional.cross_entropy(predicted, targets, reduction="sum")
+    return float(nll), len(answer_ids)
+
+
+def generate_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
+                     on_batch) -> list[str]:
+    """Greedy answers, left-padded batches; the settings are the same for base and adapter."""
+    import torch
+
+    device = model.get_input_embeddings().weight.device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answers: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in batch], device=device)
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
+        with torch.no_grad():
+            output = model.generate(
+                input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
+                **greedy_settings(tokenizer, pad_id),
+            )
+        answers.extend(tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in output)
+        on_batch(len(answers))
+    return answers
+
+
+def greedy_settings(tokenizer, pad_id: int) -> dict[str, Any]:
+    return dict(do_sample=False, num_beams=1, repetition_penalty=1.0, temperature=None, top_p=None, top_k=None,
+                pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id)
+
+
+def load_run_model(run: RunDir, config: RunConfig, workspace: Workspace):
+    """Base + adapter exactly as trained (4-bit base for QLoRA), on the GPU when there is one."""
+    import torch
+
+    from workbench.engine.models import compute_dtype, load_adapter_model, load_tokenizer, resolve_and_materialize
+
+    source = resolve_and_materialize(config.model.name_or_path, workspace, log=lambda m: emit("status", message=m))
+    tokenizer = load_tokenizer(source, config.model)
+    quantized = config.quantization.load_in_4bit or config.quantization.load_in_8bit
+    model = load_adapter_model(run.adapter_path, source, config.model,
+                               config.quantization if quantized else None)
+    if not quantized and torch.cuda.is_available():
+        model = model.to(device="cuda", dtype=compute_dtype(config.model.dtype))
+    model.eval()
+    return model, tokenizer
+
+
+def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: int | None = None,
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict[str, Any]:
+    started = time.time()
+    config = load_run_config(run.config_path)
+    if not (run.adapter_path / "adapter_config.json").exists():
+        raise UserError(f"run {run.run_id} has no adapter yet ({run.adapter_path}); it is {run.state()}")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit {limit}: must be at least 1")
+    if max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens {max_new_tokens}: must be at least 1")
+    data_file = split_path(config, split, workspace)
+    examples = read_examples(data_file, limit)
+    emit("status", message=f"loading {config.model.name_or_path} + adapter")
+    model, tokenizer = load_run_model(run, config, workspace)
+    system_prompt = config.data.system_prompt
+    encoded = [encode(tokenizer, m, system_prompt, config.training.max_length) for m in examples]
+    references = [m[-1]["content"] for m in examples]
+    batch_size = config.training.per_device_eval_batch_size
+    total = len(examples)
+
+    def run_phase(phase: str) -> dict[str, Any]:
+        nlls = []
+        for index, (prompt_ids, answer_ids) in enumerate(encoded, start=1):
+            nlls.append(answer_nll(model, prompt_ids, answer_ids))
+            emit("progress", phase=phase, stage="perplexity", done=index, total=total)
+        answers = generate_answers(
+            model, tokenizer, [p for p, _ in encoded], max_new_tokens, batch_size,
+            lambda done: emit("progress", phase=phase, stage="generate", done=done, total=total),
+        )
+        return {"nlls": nlls, "answers": answers}
+
+    with model.disable_adapter():
+        results = {"base": run_phase("base")}
+    results["tuned"] = run_phase("tuned")
+
+    summary: dict[str, dict[str, Any]] = {}
+    for phase, result in results.items():
+        nll_sum = sum(n for n, _ in result["nlls"])
+        tokens = sum(c for _, c in result["nlls"])
+        mean_nll = nll_sum / tokens
+        summary[phase] = {"perplexity": math.exp(mean_nll), "mean_nll": mean_nll, "answer_tokens": tokens,
+                          **corpus_scores(result["answers"], references)}
+    compared = ("perplexity", "mean_nll", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match")
+    delta = {name: (summary["tuned"][name] - summary["base"][name])
+             if summary["tuned"][name] is not None and summary["base"][name] is not None else None
+             for name in compared}
+    metrics = {
+        "run_id": run.run_id,
+        "split": split,
+        "data_file": str(data_file),
+        "num_examples": total,
+        "limit": limit,
+        "model": config.model.name_or_path,
+        "method": config.method,
+        "generation": {"max_new_tokens": max_new_tokens, "do_sample": False, "num_beams": 1,
+                       "repetition_penalty": 1.0, "batch_size": batch_size},
+        "base": summary["base"],
+        "tuned": summary["tuned"],
+        "delta": delta,
+        "created": time.time(),
+        "duration_s": time.time() - started,
+    }
+    predictions = []
+    for index, messages in enumerate(examples):
+        record = {
+            "index": index,
+            "prompt": messages[-2]["content"],
+            "reference": references[index],
+            "base": results["base"]["answers"][index],
+            "tuned": results["tuned"]["answers"][index],
+        }
+        for phase in ("base", "tuned"):
+            nll, count = results[phase]["nlls"][index]
+            record[f"{phase}_scores"] = {**example_scores(record[phase], record["reference"]),
+                                         "perplexity": math.exp(nll / count)}
+        predictions.append(record)
+
+    config_dict = config.model_dump(mode="json")
+    events = read_events(run.events_path)
+    run.eval_path.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(run.eval_path / "predictions.jsonl",
+                      "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions))
+    reports = write_reports(run.eval_path, metrics, predictions, config_dict, events)
+    metrics["files"] = {"metrics": str(run.eval_path / "metrics.json"),
+                        "predictions": str(run.eval_path / "predictions.jsonl"),
+                        **{name: str(path) for name, path in reports.items()}}
+    atomic.write_json(run.eval_path / "metrics.json", metrics)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workbench.engine.evaluate")
+    parser.add_argument("run_id")
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    args = parser.parse_args(argv)
+    open_protocol()
+    try:
+        workspace = Workspace.resolve(args.workspace)
+        run = open_run(workspace, args.run_id)
+        metrics = evaluate_run(run, workspace, args.split, args.limit, args.max_new_tokens)
+    except UserError as error:
+        emit("error", message=str(error), user_error=True)
+        return UserError.exit_code
+    except Exception as error:  # noqa: BLE001 - reported to the parent, which shows it
+        emit("error", message=f"{type(error).__name__}: {error}", user_error=False)
+        raise
+    emit("result", metrics=metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
