@@ -382,3 +382,15 @@ def detect_gpus() -> list[GpuInfo]:
         if len(parts) == 3 and parts[0].isdigit() and parts[2].isdigit():
             gpus.append(GpuInfo(int(parts[0]), parts[1], int(parts[2]) * 1024**2))
     return gpus
+
+
+def estimate_run(config: RunConfig, workspace, gpu: GpuInfo | None) -> MemoryEstimate:
+    """The estimate for the config's own model; a UserError says why when its config.json is not at hand."""
+    from workbench.core.family import model_config_json
+
+    spec = config.model.name_or_path
+    model_config = model_config_json(spec, workspace)
+    if model_config is None:
+        raise UserError(f"model.name_or_path {spec!r}: its config.json is not available offline, so no estimate "
+                        "(give a local model directory)")
+    return estimate_memory(config, shape_from_config(model_config), gpu)

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.core import atomic
 from workbench.core.config import RunConfig, load_yaml_mapping, validate_config
 from workbench.core.errors import UserError
+from workbench.core.family import FAMILIES, Family, detect_family
 from workbench.core.workspace import Workspace, check_name
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "presets"
@@ -45,6 +47,9 @@ def _read(path: Path, builtin: bool) -> Preset:
     data = load_yaml_mapping(path)
     preset = Preset(path.stem, path, data, builtin)
     preset.resolve()
+    family = data.get("family")
+    if family is not None and family not in FAMILIES:
+        raise UserError(f"{path}: family: unknown family {family!r} (known: {', '.join(FAMILIES)})")
     return preset
 
 
@@ -71,5 +76,72 @@ def load_preset(name: str, workspace: Workspace | None) -> Preset:
     return _read(path, builtin)
 
 
-def list_presets(workspace: Workspace | None) -> list[Preset]:
-    return [_read(path, builtin) for path, builtin in preset_files(workspace).values()]
+def list_presets(workspace: Workspace | None, model: str | None = None) -> list[Preset]:
+    """All presets, grouped by family in FAMILIES order; with `model`, its family's presets come first."""
+    presets = [_read(path, builtin) for path, builtin in preset_files(workspace).values()]
+    order = list(FAMILIES)
+    if model is not None and workspace is not None:
+        family = detect_family(model, workspace)
+        if family is not None:
+            order.remove(family.name)
+            order.insert(0, family.name)
+
+    def rank(preset: Preset) -> tuple[int, int, str]:
+        family_rank = order.index(preset.family) if preset.family in order else len(order)
+        return family_rank, _METHOD_ORDER.get(preset.method, len(_METHOD_ORDER)), preset.name
+
+    return sorted(presets, key=rank)
+
+
+_METHOD_ORDER = {"lora": 0, "qlora": 1, "dora": 2, "qdora": 3, "rslora": 4}
+
+
+def family_default_name(family: Family | str) -> str:
+    """The family's plain LoRA preset, which the others are compared with (e.g. 'gpt-neox-lora')."""
+    name = family.name if isinstance(family, Family) else family
+    return f"{name.replace('_', '-')}-lora"
+
+
+def family_default(preset: Preset) -> Preset | None:
+    """The built-in default of the preset's family, or None when the preset has no (known) family."""
+    if preset.family not in FAMILIES:
+        return None
+    path = BUILTIN_DIR / f"{family_default_name(preset.family)}.yaml"
+    return _read(path, builtin=True) if path.is_file() else None
+
+
+def save_user_preset(workspace: Workspace, name: str, data: dict[str, Any]) -> Preset:
+    """Validate `data` and write it atomically to <workspace>/presets/NAME.yaml (overrides a built-in NAME)."""
+    check_name(name, "preset name")
+    path = workspace.presets / f"{name}.yaml"
+    validate_config(data, str(path))
+    family = data.get("family")
+    if family is not None and family not in FAMILIES:
+        raise UserError(f"{path}: family: unknown family {family!r} (known: {', '.join(FAMILIES)})")
+    clean = {key: value for key, value in data.items() if key != "preset"}
+    atomic.write_yaml(path, clean)
+    return Preset(name, path, clean, builtin=False)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'lora': {'r': 16}} -> {'lora.r': 16}"""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+_NOT_COMPARED = ("preset", "description", "family")
+
+
+def differences(config: RunConfig, default: RunConfig | None) -> dict[str, tuple[Any, Any]]:
+    """Resolved fields whose value differs from the family default: field -> (value, default value)."""
+    if default is None:
+        return {}
+    mine = flatten(config.model_dump(mode="json"))
+    theirs = flatten(default.model_dump(mode="json"))
+    return {key: (value, theirs.get(key)) for key, value in mine.items()
+            if key not in _NOT_COMPARED and theirs.get(key) != value}
