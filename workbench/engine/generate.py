@@ -1,0 +1,350 @@
+"""The playground's generation engine and its JSON-lines worker (`python -m workbench.engine.generate`).
+
+One copy of the base weights: adapters are loaded onto it by name (PEFT load_adapter) and switched per
+pane (set_adapter); the base pane runs inside `disable_adapter()`. Panes run one after the other with the
+same seed and GenerationConfig, streaming text as it is generated.
+
+Requests (stdin, one JSON object a line):
+  {"type": "load", "model": SPEC, "adapters": [{"name", "path", "base_model", "run"}],
+   "model_section": {...}?, "quantization": {...}?}
+  {"type": "generate", "prompt": TEXT, "system": TEXT?, "raw": false, "params": {...},
+   "panes": [{"pane": "left", "adapter": null | NAME}, ...]}
+  {"type": "cancel"}   stops the running generation and any generate request already sent
+Messages (stdout): progress, ready, pane_start, token, pane_end, done, error (see the emit calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
+
+from workbench.core.config import ModelSection, QuantizationSection
+from workbench.core.errors import UserError
+from workbench.core.generation import (
+    BASE,
+    GenerationParams,
+    base_identity,
+    build_messages,
+    left_truncate,
+    split_around,
+    validate_params,
+)
+from workbench.core.workspace import Workspace
+from workbench.engine.models import compute_dtype, load_model, load_tokenizer, resolve_and_materialize
+
+Emit = Callable[..., None]  # emit(message_type, **fields)
+_CONTEXT_ATTRIBUTES = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+class _CountingStreamer(TextIteratorStreamer):
+    """Counts generated tokens and notes when the first one arrived (the prompt is skipped)."""
+
+    def __init__(self, tokenizer, **kwargs):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True, **kwargs)
+        self.token_count = 0
+        self.first_token_at: float | None = None
+
+    def put(self, value):
+        if not self.next_tokens_are_prompt:
+            if self.first_token_at is None:
+                self.first_token_at = time.monotonic()
+            self.token_count += value.numel()
+        super().put(value)
+
+
+class _StopWhen(StoppingCriteria):
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.should_stop(), dtype=torch.bool, device=input_ids.device)
+
+
+class Playground:
+    """A base model (loaded once), its adapters by name, and generation for one pane at a time."""
+
+    def __init__(self, workspace: Workspace):
+        self.workspace = workspace
+        self.model = None
+        self.tokenizer = None
+        self.model_spec: str | None = None
+        self.model_identity: str | None = None
+        self.adapters: dict[str, dict[str, Any]] = {}
+        self.last_generation_config: GenerationConfig | None = None
+
+    # -- loading ----------------------------------------------------------------------------------
+    def load(self, model: str, adapters: list[dict[str, Any]], emit: Emit,
+             model_section: dict[str, Any] | None = None, quantization: dict[str, Any] | None = None) -> None:
+        identity = base_identity(model, self.workspace)
+        for adapter in adapters:
+            base = adapter.get("base_model")
+            if base and base_identity(base, self.workspace) != identity:
+                raise UserError(
+                    f"adapter {adapter['name']} was trained on {base!r}, not {model!r}: both panes share one base "
+                    f"model, so compare adapters of the same base"
+                )
+        total = 2 + len(adapters)
+        started = time.monotonic()
+        if identity != self.model_identity:
+            self._unload()
+            section = ModelSection.model_validate({**(model_section or {}), "name_or_path": model})
+            quant = QuantizationSection.model_validate(quantization) if quantization else None
+            emit("progress", step=0, total=total, message=f"resolving {model}")
+            source = resolve_and_materialize(model, self.workspace, log=lambda m: emit("progress", step=0,
+                                                                                        total=total, message=m))
+            emit("progress", step=1, total=total, message="loading tokenizer")
+            self.tokenizer = load_tokenizer(source, section)
+            emit("progress", step=2, total=total, message=f"loading {model}")
+            quantized = quant is not None and (quant.load_in_4bit or quant.load_in_8bit)
+            dtype = compute_dtype(section.dtype) if torch.cuda.is_available() and not quantized else None
+            base = load_model(source, section, quant, dtype=dtype)
+            if torch.cuda.is_available() and not quantized:
+                base = base.to("cuda")
+            self.model = base.eval()
+            self.model_spec, self.model_identity = model, identity
+        for step, adapter in enumerate(adapters, start=3):
+            if adapter["name"] in self.adapters:
+                continue
+            emit("progress", step=step, total=total, message=f"loading adapter {adapter['name']}")
+            self._add_adapter(adapter["name"], adapter["path"])
+            self.adapters[adapter["name"]] = adapter
+        emit("ready", model=self.model_spec, adapters=sorted(self.adapters), context=self.context_length(),
+             chat_template=bool(self.tokenizer.chat_template), device=str(self.device),
+             load_s=round(time.monotonic() - started, 3))
+
+    def _add_adapter(self, name: str, path: str) -> None:
+        from peft import PeftModel
+
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise UserError(f"adapter {name}: {path} has no adapter_config.json")
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(path, adapter_name=name)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
+        self.model.eval()
+
+    def _unload(self) -> None:
+        self.model = self.tokenizer = self.model_spec = self.model_identity = None
+        self.adapters.clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def context_length(self) -> int:
+        config = self.model.config
+        for attribute in _CONTEXT_ATTRIBUTES:
+            value = getattr(config, attribute, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        return limit if isinstance(limit, int) and 0 < limit < 10_000_000 else 2048
+
+    # -- prompts ----------------------------------------------------------------------------------
+    def encode(self, prompt: str, system: str | None, raw: bool, max_new_tokens: int) -> tuple[list[int], int]:
+        """Prompt token ids that leave room for max_new_tokens, cut from the left of the user text."""
+        context = self.context_length()
+        if max_new_tokens >= context:
+            raise UserError(f"max_new_tokens {max_new_tokens} must be below the model's context of {context} tokens")
+        tokenize = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        if raw:
+            with_specials = self.tokenizer(prompt)["input_ids"]
+            content = tokenize(prompt)
+            extra = len(with_specials) - len(content)
+            keeps_content = extra >= 0 and with_specials[extra:] == content
+            prefix = with_specials[:extra] if keeps_content else []  # the BOS a base model expects
+            content = content if keeps_content else with_specials
+            return left_truncate(prefix, content, [], context - max_new_tokens)
+        if not self.tokenizer.chat_template:
+            raise UserError(f"model {self.model_spec} has no chat template: use raw mode for a base model")
+        rendered = self.tokenizer.apply_chat_template(
+            build_messages(prompt, system), tokenize=False, add_generation_prompt=True
+        )
+        before, content, after = split_around(rendered, prompt)
+        return left_truncate(tokenize(before), tokenize(content), tokenize(after), context - max_new_tokens)
+
+    # -- generation -------------------------------------------------------------------------------
+    def generation_config(self, params: GenerationParams) -> GenerationConfig:
+        config = GenerationConfig.from_dict(self.model.generation_config.to_dict())
+        config.update(**params.generate_kwargs())
+        if config.pad_token_id is None:
+            config.pad_token_id = self.tokenizer.pad_token_id
+        if config.eos_token_id is None:
+            config.eos_token_id = self.tokenizer.eos_token_id
+        return config
+
+    def _adapter_context(self, adapter: str | None):
+        from peft import PeftModel
+
+        if adapter in (None, BASE):
+            return self.model.disable_adapter() if isinstance(self.model, PeftModel) else contextlib.nullcontext()
+        if adapter not in self.adapters:
+            raise UserError(f"adapter {adapter!r} is not loaded (loaded: {', '.join(sorted(self.adapters)) or 'none'})")
+        self.model.set_adapter(adapter)
+        return contextlib.nullcontext()
+
+    def generate(self, adapter: str | None, input_ids: list[int], params: GenerationParams,
+                 should_stop: Callable[[], bool], on_text: Callable[[str, int], None]) -> dict[str, Any]:
+        """One pane. Returns its text and timings; `on_text(chunk, tokens_so_far)` streams as it goes."""
+        config = self.generation_config(params)
+        self.last_generation_config = config
+        ids = torch.tensor([input_ids], device=self.device)
+        streamer = _CountingStreamer(self.tokenizer) if params.streams else None
+        kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config,
+                      stopping_criteria=StoppingCriteriaList([_StopWhen(should_stop)]), streamer=streamer)
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    outcome["output"] = self.model.generate(**kwargs)
+            except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
+                outcome["error"] = error
+                if streamer is not None:
+                    streamer.end()  # unblock the reader
+
+        with self._adapter_context(adapter):
+            set_seed(params.seed)
+            started = time.monotonic()
+            if streamer is None:
+                run()
+            else:
+                thread = threading.Thread(target=run, name="generate", daemon=True)
+                thread.start()
+                for chunk in streamer:
+                    if chunk:
+                        on_text(chunk, streamer.token_count)
+                thread.join()
+            finished = time.monotonic()
+        if "error" in outcome:
+            raise outcome["error"]
+        new_ids = outcome["output"][0, len(input_ids):].tolist()
+        text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+        if streamer is None and text:
+            on_text(text, len(new_ids))
+        cancelled = should_stop()
+        finish = "length" if len(new_ids) >= params.max_new_tokens else ("cancelled" if cancelled else "eos")
+        first_at = streamer.first_token_at if streamer is not None else None
+        elapsed = finished - started
+        return {
+            "text": text,
+            "tokens": len(new_ids),
+            "ttft_s": round(first_at - started, 4) if first_at is not None else None,
+            "tokens_per_s": round(len(new_ids) / elapsed, 2) if elapsed > 0 and new_ids else None,
+            "elapsed_s": round(elapsed, 4),
+            "finish": finish,
+            "cancelled": finish == "cancelled",
+        }
+
+    def run_request(self, request: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) -> None:
+        """A generate request: every pane with the same prompt, seed and parameters."""
+        if self.model is None:
+            raise UserError("no model loaded: send a load request first")
+        params = validate_params(request.get("params") or {})
+        prompt = request.get("prompt") or ""
+        if not prompt.strip():
+            raise UserError("the prompt is empty")
+        input_ids, dropped = self.encode(prompt, request.get("system"), bool(request.get("raw")), params.max_new_tokens)
+        panes = request.get("panes") or [{"pane": "left", "adapter": None}]
+        for pane in panes:
+            name = pane["pane"]
+            if should_stop():
+                emit("pane_end", pane=name, adapter=pane.get("adapter"), text="", tokens=0, ttft_s=None,
+                     tokens_per_s=None, elapsed_s=0.0, finish="cancelled", cancelled=True)
+                continue
+            emit("pane_start", pane=name, adapter=pane.get("adapter"), prompt_tokens=len(input_ids),
+                 truncated=dropped > 0, truncated_tokens=dropped)
+            result = self.generate(pane.get("adapter"), input_ids, params, should_stop,
+                                   lambda text, count, name=name: emit("token", pane=name, text=text, tokens=count))
+            emit("pane_end", pane=name, adapter=pane.get("adapter"), **result)
+        emit("done", id=request.get("id"))
+
+
+class _Cancellation:
+    """Generate requests are numbered as they are read; a cancel covers every one read before it,
+    so a cancel that overtakes a queued request still stops it."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.read = 0
+        self.cancelled_upto = 0
+
+    def number(self) -> int:
+        with self.lock:
+            self.read += 1
+            return self.read
+
+    def cancel_all(self) -> None:
+        with self.lock:
+            self.cancelled_upto = self.read
+
+    def checker(self, number: int) -> Callable[[], bool]:
+        return lambda: self.cancelled_upto >= number
+
+
+def serve(workspace: Workspace) -> int:
+    import queue
+
+    from workbench.engine.protocol import emit, requests
+
+    pending: queue.Queue = queue.Queue()
+    cancellation = _Cancellation()
+
+    def read_requests() -> None:
+        for request in requests():
+            kind = request.get("type")
+            if kind == "cancel":
+                cancellation.cancel_all()
+            else:
+                if kind == "generate":
+                    request["_number"] = cancellation.number()
+                pending.put(request)
+        cancellation.number()  # EOF: stop whatever runs and leave
+        cancellation.cancel_all()
+        pending.put(None)
+
+    threading.Thread(target=read_requests, name="stdin", daemon=True).start()
+    playground = Playground(workspace)
+    while (request := pending.get()) is not None:
+        kind = request.get("type")
+        try:
+            if kind == "load":
+                playground.load(request["model"], request.get("adapters") or [], emit,
+                                request.get("model_section"), request.get("quantization"))
+            elif kind == "generate":
+                playground.run_request(request, emit, cancellation.checker(request["_number"]))
+            else:
+                emit("error", request=kind, message=f"unknown request type {kind!r}")
+        except UserError as error:
+            emit("error", request=kind, message=str(error))
+        except Exception as error:  # noqa: BLE001 - reported to the parent, the worker stays up
+            traceback.print_exc(file=sys.stderr)
+            emit("error", request=kind, message=f"{type(error).__name__}: {error}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from workbench.engine.protocol import open_protocol
+
+    open_protocol()
+    parser = argparse.ArgumentParser(prog="python -m workbench.engine.generate")
+    parser.add_argument("--workspace", help="workspace directory (model caches)")
+    args = parser.parse_args(argv)
+    return serve(Workspace.resolve(args.workspace))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
