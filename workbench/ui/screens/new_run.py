@@ -76,6 +76,7 @@ class NewRunScreen(Screen):
         self.initial_preset = preset_name
         self._review_timer = None
         self.starting = False
+        self.gpus: list | None = None  # detected once, on the first review
 
     def compose(self) -> ComposeResult:
         workspace = self.app.workspace
@@ -173,8 +174,12 @@ class NewRunScreen(Screen):
             return
         error.update("")
         text = yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
-        estimate = memory_estimate_text(config, self.app.workspace)
-        review.update(f"{estimate}\n\n{text}" if estimate else text)
+        if self.gpus is None:
+            from workbench.core.memory import detect_gpus
+
+            self.gpus = detect_gpus()
+        estimate = memory_estimate_text(config, self.app.workspace, self.gpus)
+        review.update(f"{estimate}\n\n{text}")
 
     # -- actions --------------------------------------------------------------------------------
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -237,10 +242,22 @@ class NewRunScreen(Screen):
         self.app.show_run(run_id)
 
 
-def memory_estimate_text(config, workspace) -> str | None:
-    """One line from the presets engineer's estimator, when that module is present in this build."""
+def memory_estimate_text(config, workspace, gpus: list) -> str:
+    """The presets' memory estimate (core.memory) from the model's config.json, against the first GPU."""
+    import json
+    from pathlib import Path
+
+    from workbench.core.memory import estimate_memory, shape_from_config
+    from workbench.core.models import resolve_model
+
+    model = resolve_model(config.model.name_or_path, workspace)
+    config_json = Path(model.hf_source) / "config.json"
+    if not config_json.is_file():
+        return "memory estimate: available once the model is downloaded or converted (its config.json)"
     try:
-        from workbench.core.memory import describe_estimate
-    except ImportError:
-        return None
-    return describe_estimate(config, workspace)
+        shape = shape_from_config(json.loads(config_json.read_text(encoding="utf-8")))
+        estimate = estimate_memory(config, shape, gpus[0] if gpus else None)
+    except (UserError, ValueError, KeyError, TypeError) as error:
+        return f"memory estimate unavailable: {error}"
+    rows = "\n".join(f"  {label:34} {gib} GiB" for label, gib in estimate.rows())
+    return f"memory estimate: {estimate.verdict()}\n{rows}"
