@@ -3,6 +3,10 @@
 Each row is a chat example in the prepared-dataset shape ({"messages": [...]}) with the question and
 answer also as plain columns and the rest in "meta", so the Data screen imports the file like any
 other dataset and a new run can train on it. Nothing is trained here: the user decides when.
+
+Only answers worth learning go to feedback.jsonl: rated good, or edited (a bad answer the user corrected).
+An answer rated bad and left as it is goes to rejected.jsonl, so importing feedback.jsonl never teaches
+the model the answers the user rejected (and rejected.jsonl keeps them for preference data later).
 """
 
 from __future__ import annotations
@@ -19,10 +23,15 @@ from workbench.core.workspace import Workspace
 
 Rating = Literal["good", "bad"]
 FEEDBACK_FILE = "feedback.jsonl"
+REJECTED_FILE = "rejected.jsonl"
 
 
-def feedback_path(workspace: Workspace) -> Path:
-    return workspace.feedback / FEEDBACK_FILE
+def feedback_path(workspace: Workspace, rejected: bool = False) -> Path:
+    return workspace.feedback / (REJECTED_FILE if rejected else FEEDBACK_FILE)
+
+
+def is_rejected(row: dict[str, Any]) -> bool:
+    return row["meta"]["rating"] == "bad" and not row["meta"]["edited"]
 
 
 def feedback_row(question: str, answer: str, rating: Rating, *, edited: bool = False, system: str | None = None,
@@ -52,8 +61,9 @@ def feedback_row(question: str, answer: str, rating: Rating, *, edited: bool = F
 
 
 def append_feedback(workspace: Workspace, row: dict[str, Any]) -> Path:
-    """Append one row as one line, safe against concurrent writers (TUI and CLI) and torn last lines."""
-    path = feedback_path(workspace)
+    """Append one row as one line, safe against concurrent writers (TUI and CLI) and torn last lines.
+    Returns the file it went to."""
+    path = feedback_path(workspace, rejected=is_rejected(row))
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(row, ensure_ascii=False) + "\n"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -69,9 +79,9 @@ def append_feedback(workspace: Workspace, row: dict[str, Any]) -> Path:
     return path
 
 
-def read_feedback(workspace: Workspace) -> list[dict[str, Any]]:
+def read_feedback(workspace: Workspace, rejected: bool = False) -> list[dict[str, Any]]:
     """Every well-formed row; a torn line left by a crash is skipped."""
-    path = feedback_path(workspace)
+    path = feedback_path(workspace, rejected)
     if not path.exists():
         return []
     rows = []
