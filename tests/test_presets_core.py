@@ -1,0 +1,230 @@
+"""Presets, family detection and the memory estimate: pure core, no torch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from workbench.core.config import validate_config
+from workbench.core.errors import UserError
+from workbench.core.family import FAMILIES, detect_family, family_of_config, family_of_name
+from workbench.core.memory import (
+    CUDA_CONTEXT_BYTES,
+    GpuInfo,
+    detect_gpus,
+    estimate_memory,
+    needs_gradient_checkpointing,
+    parameter_count,
+    shape_from_config,
+)
+from workbench.core.presets import (
+    BUILTIN_DIR,
+    differences,
+    family_default,
+    list_presets,
+    load_preset,
+    save_user_preset,
+)
+
+SMOLLM2_135M = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True}
+GPT2_SMALL = {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257,
+              "n_positions": 1024}
+
+
+def test_every_builtin_preset_validates_and_names_a_known_family():
+    presets = list_presets(None)
+    assert len(presets) == len(list(BUILTIN_DIR.glob("*.yaml")))
+    for preset in presets:
+        config = preset.resolve()
+        assert preset.family in FAMILIES, preset.name
+        assert preset.description and "\n" not in preset.description.strip()
+        assert config.task == FAMILIES[preset.family].task, preset.name
+
+
+def test_every_family_has_lora_and_qlora_presets():
+    by_family = {}
+    for preset in list_presets(None):
+        by_family.setdefault(preset.family, set()).add(preset.method)
+    for family in FAMILIES:
+        assert {"lora", "qlora"} <= by_family[family], family
+    assert {"dora", "rslora"} <= by_family["llama"]
+
+
+def test_gpt2_preset_targets_attention_and_mlp_not_lm_head():
+    config = load_preset("gpt2-lora", None).resolve()
+    assert set(config.lora.target_modules) == {"c_attn", "c_proj", "c_fc"}
+    assert config.lora.fan_in_fan_out is True
+
+
+@pytest.mark.parametrize("content, field", [
+    ("method: lora\nlora:\n  r: 0\n", "lora.r"),
+    ("method: lora\nlora:\n  rank: 8\n", "lora.rank: unknown field"),
+    ("method: qlora\n", "method qlora needs quantization.load_in_4bit"),
+    ("method: lora\ntraining:\n  learning_rate: -1\n", "training.learning_rate"),
+    ("family: cobol\n", "family: unknown family 'cobol'"),
+    ("task: translation\n", "task"),
+    ("lora: [1, 2\n", "line"),
+])
+def test_invalid_user_preset_is_one_line_error_naming_file_and_field(workspace, content, field):
+    workspace.presets.mkdir(parents=True)
+    (workspace.presets / "broken.yaml").write_text(content)
+    with pytest.raises(UserError) as error:
+        load_preset("broken", workspace)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "broken.yaml" in message and field in message
+
+
+def test_user_preset_overrides_builtin_by_name_and_save_round_trips(workspace):
+    data = dict(load_preset("llama-lora", workspace).data)
+    data["lora"] = {**data["lora"], "r": 8}
+    saved = save_user_preset(workspace, "llama-lora", data)
+    assert saved.path == workspace.presets / "llama-lora.yaml"
+    again = load_preset("llama-lora", workspace)
+    assert not again.builtin and again.resolve().lora.r == 8
+    assert yaml.safe_load(saved.path.read_text())["lora"]["r"] == 8
+
+
+def test_saving_an_invalid_preset_writes_nothing(workspace):
+    with pytest.raises(UserError, match="lora.r"):
+        save_user_preset(workspace, "mine", {"method": "lora", "lora": {"r": -3}})
+    with pytest.raises(UserError, match="preset name"):
+        save_user_preset(workspace, "../escape", {"method": "lora"})
+    assert not list(workspace.root.rglob("*.yaml"))
+
+
+def test_list_with_model_puts_its_family_first(workspace, tmp_path):
+    model_dir = tmp_path / "polyglot"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
+    names = [p.family for p in list_presets(workspace, model=str(model_dir))]
+    assert names[0] == "gpt_neox" and names[: names.count("gpt_neox")] == ["gpt_neox"] * names.count("gpt_neox")
+    assert [p.family for p in list_presets(workspace, model="Qwen/Qwen3-4B-Instruct-2507")][0] == "qwen"
+    default_order = [p.family for p in list_presets(workspace)]
+    assert default_order[0] == "llama"
+
+
+@pytest.mark.parametrize("config, family", [
+    ({"model_type": "llama"}, "llama"),
+    ({"model_type": "qwen2"}, "qwen"),
+    ({"model_type": "qwen3"}, "qwen"),
+    ({"model_type": "gemma"}, "gemma"),
+    ({"model_type": "gemma2"}, "gemma"),
+    ({"model_type": "mistral"}, "mistral"),
+    ({"model_type": "gpt2"}, "gpt2"),
+    ({"model_type": "gpt_neox"}, "gpt_neox"),
+    ({"model_type": "bart"}, "bart"),
+    ({"model_type": "custom", "architectures": ["LlamaForCausalLM"]}, "llama"),
+    ({"model_type": "custom", "architectures": ["GPTNeoXForCausalLM"]}, "gpt_neox"),
+])
+def test_family_from_config(config, family):
+    assert family_of_config(config).name == family
+
+
+def test_family_unknown_and_by_name(workspace, tmp_path):
+    assert family_of_config({"model_type": "mamba", "architectures": ["MambaForCausalLM"]}) is None
+    assert family_of_name("skt/kogpt2-base-v2").name == "gpt2"
+    assert family_of_name("EleutherAI/polyglot-ko-1.3b").name == "gpt_neox"
+    assert family_of_name("gogamza/kobart-base-v2").name == "bart"
+    assert family_of_name("someone/unknown-model") is None
+    assert detect_family("smollm2-135m", workspace).name == "llama"
+    local = tmp_path / "named-like-qwen"  # config.json wins over the directory name
+    local.mkdir()
+    (local / "config.json").write_text(json.dumps({"model_type": "gemma2"}))
+    assert detect_family(str(local), workspace).name == "gemma"
+
+
+def test_parameter_counts_match_published_sizes():
+    assert parameter_count(shape_from_config(SMOLLM2_135M)) == 134_515_008
+    assert parameter_count(shape_from_config(GPT2_SMALL)) == 124_439_808
+
+
+def _with(preset: str, **training):
+    data = dict(load_preset(preset, None).data)
+    data["training"] = {**data.get("training", {}), **training}
+    return validate_config(data, preset)
+
+
+def test_memory_estimate_smollm2_lora_by_hand():
+    config = _with("llama-lora", per_device_train_batch_size=1, max_length=256, gradient_checkpointing=False)
+    estimate = estimate_memory(config, shape_from_config(SMOLLM2_135M))
+    weights = 134_515_008 * 2  # bf16
+    # r=16 x (in + out) per projection: q, o (576+576), k, v (576+192), gate, up, down (576+1536); 30 layers
+    lora = 16 * (2 * 1152 + 2 * 768 + 3 * 2112) * 30
+    assert estimate.trainable_params == lora == 4_884_480
+    adapter_state = lora * (4 + 4 + 8)  # fp32 weights + grads + Adam's two moments
+    # per token and layer: 2h norms + 2q + 2kv attention + 3i SwiGLU, + each adapter's input + r
+    per_token = 30 * (2 * 576 + 2 * 576 + 2 * 192 + 3 * 1536) + 30 * (6 * (576 + 16) + (1536 + 16))
+    activations = 256 * per_token * 2
+    logits = 256 * 49152 * 10
+    expected = weights + adapter_state + activations + logits + CUDA_CONTEXT_BYTES
+    assert estimate.total_bytes == pytest.approx(expected, rel=1e-9)
+    assert expected == 1_200_345_728
+
+
+def test_memory_estimate_gpt2_qlora_with_checkpointing_by_hand():
+    config = _with("gpt2-qlora", per_device_train_batch_size=2, max_length=128, gradient_checkpointing=True,
+                   optim="paged_adamw_8bit")
+    estimate = estimate_memory(config, shape_from_config(GPT2_SMALL))
+    quantized = 12 * 768 * 768 * 12  # c_attn 3h^2 + c_proj h^2 + c_fc 4h^2 + c_proj 4h^2 per layer
+    weights = quantized * (0.5 + (1 + 4 / 256) / 64) + (124_439_808 - quantized) * 2
+    lora = 16 * ((768 + 2304) + (768 + 768) + (768 + 3072) + (3072 + 768)) * 12
+    adapter_state = lora * (4 + 4 + 2)  # 8-bit optimizer: two 1-byte moments
+    full_per_token = 12 * (6 * 768 + 3072) + 12 * (3 * (768 + 16) + (3072 + 16))
+    checkpointed_per_token = 12 * 768 + full_per_token / 12  # layer inputs + one recomputed layer
+    activations = 2 * 128 * checkpointed_per_token * 2
+    logits = 256 * 50257 * 10
+    expected = weights + adapter_state + activations + logits + CUDA_CONTEXT_BYTES
+    assert estimate.total_bytes == pytest.approx(expected, rel=1e-9)
+    assert round(expected) == 823_383_296
+    assert estimate.gradient_checkpointing
+
+
+def test_fits_verdict_and_no_gpu():
+    config = _with("llama-lora")
+    shape = shape_from_config(SMOLLM2_135M)
+    assert estimate_memory(config, shape).fits is None
+    assert "no GPU" in estimate_memory(config, shape).verdict()
+    assert estimate_memory(config, shape, GpuInfo(0, "H100", 80 * 1024**3)).fits is True
+    small = estimate_memory(config, shape, GpuInfo(0, "tiny", 1024**3))
+    assert small.fits is False and "does NOT fit" in small.verdict()
+
+
+def test_needs_gradient_checkpointing():
+    shape = shape_from_config(SMOLLM2_135M)
+    auto = _with("llama-lora", gradient_checkpointing="auto", per_device_train_batch_size=8, max_length=1024)
+    assert needs_gradient_checkpointing(auto, shape, None) is False  # no GPU: it would only slow the CPU
+    assert needs_gradient_checkpointing(auto, SMOLLM2_135M, 80 * 1024**3) is False
+    assert needs_gradient_checkpointing(auto, shape, 6 * 1024**3) is True
+    forced = _with("llama-lora", gradient_checkpointing=True)
+    assert needs_gradient_checkpointing(forced, shape, None) is True
+    off = _with("llama-lora", gradient_checkpointing=False)
+    assert needs_gradient_checkpointing(off, shape, 1024**3) is False
+    with_ckpt = estimate_memory(auto, shape, gradient_checkpointing=True)
+    without = estimate_memory(auto, shape, gradient_checkpointing=False)
+    assert with_ckpt.activations_bytes < without.activations_bytes / 4
+
+
+def test_detect_gpus_says_none_without_driver(monkeypatch):
+    import pynvml
+
+    def no_driver():
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", no_driver)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert detect_gpus() == []
+
+
+def test_differences_from_family_default():
+    preset = load_preset("qwen-rslora", None)
+    default = family_default(preset)
+    assert default.name == "qwen-lora"
+    diff = differences(preset.resolve(), default.resolve())
+    assert diff["lora.r"] == (64, 16) and diff["lora.use_rslora"] == (True, False) and diff["method"][0] == "rslora"
+    assert "description" not in diff
+    assert differences(default.resolve(), default.resolve()) == {}
+    assert family_default(load_preset("gpt-neox-qlora", None)).name == "gpt-neox-lora"
