@@ -21,7 +21,7 @@ def adapter_logits(model_dir, adapter_dir, text):
     model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     ids = tokenizer(text, return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        return ids, model(input_ids=ids).logits, model
+        return ids, model(input_ids=ids).logits
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])
@@ -43,7 +43,7 @@ def test_merged_export_loads_with_plain_transformers_and_matches_adapter_logits(
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
-    ids, expected, _ = adapter_logits(tiny_llama, run.adapter_path, PROMPT)
+    ids, expected = adapter_logits(tiny_llama, run.adapter_path, PROMPT)
     with torch.no_grad():
         got = merged(input_ids=ids).logits
         plain_base = AutoModelForCausalLM.from_pretrained(tiny_llama)(input_ids=ids).logits
@@ -68,8 +68,8 @@ def test_adapter_export_is_clean_and_loads_with_peft(workspace, tiny_llama, tmp_
     assert "training_args.bin" not in files
     readme = (out / "README.md").read_text(encoding="utf-8")
     assert "PeftModel.from_pretrained" in readme and "r=4" in readme
-    _, from_export, _ = adapter_logits(tiny_llama, out, PROMPT)
-    _, from_run, _ = adapter_logits(tiny_llama, run.adapter_path, PROMPT)
+    _, from_export = adapter_logits(tiny_llama, out, PROMPT)
+    _, from_run = adapter_logits(tiny_llama, run.adapter_path, PROMPT)
     torch.testing.assert_close(from_export, from_run)
 
 
