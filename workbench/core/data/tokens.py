@@ -1,0 +1,332 @@
+"""Token-length statistics with a model's own tokenizer and chat template — without torch.
+
+The tokenizer is the model's `tokenizer.json` loaded with the `tokenizers` library; the chat template
+is rendered with jinja2's sandbox the way transformers renders it. Prompt = every message before the
+last assistant message, rendered with add_generation_prompt=True; response = the rest of the full
+rendering (the answer plus the end-of-turn tokens), which is what the trainer learns.
+
+Speed: each conversation shape (its sequence of roles) is rendered once with placeholders, so a row's
+length is the template's own tokens plus its contents' tokens. That shortcut is checked against the
+full rendering on a sample of rows and abandoned (everything rendered) if they ever differ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from workbench.core.data.schema import Conversation
+from workbench.core.errors import UserError
+from workbench.core.models import ModelRef, resolve_model
+from workbench.core.workspace import Workspace
+
+# Used when a model ships no chat template (base models such as KoGPT-2); the trainer falls back to it too.
+CHATML_FALLBACK = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+_SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")
+_BATCH = 20_000
+_CHECK_SAMPLE = 200
+WARN_SHARE = 0.01
+
+
+class NeedsConversion(UserError):
+    """The model is a GGUF file (or alias) whose tokenizer exists only after a one-time conversion."""
+
+    def __init__(self, ref: ModelRef):
+        super().__init__(f"model {ref.spec!r} must be converted once before its tokenizer can be used "
+                         f"(python -m workbench.engine.models --materialize {ref.spec})")
+        self.ref = ref
+
+
+def _token_text(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _model_files(ref: ModelRef) -> Path:
+    """The directory holding tokenizer.json (+ tokenizer_config.json, chat template)."""
+    if ref.needs_conversion:
+        if not ref.is_converted:
+            raise NeedsConversion(ref)
+        return ref.cache_dir
+    if ref.kind == "local":
+        return ref.path
+    try:  # hub id: files from the local HF cache, downloaded on a box with network access
+        from huggingface_hub import hf_hub_download
+
+        tokenizer_file = Path(hf_hub_download(ref.spec, "tokenizer.json"))
+        for optional in ("tokenizer_config.json", "chat_template.jinja"):
+            try:
+                hf_hub_download(ref.spec, optional)
+            except Exception:  # noqa: BLE001 - optional files may legitimately be absent
+                pass
+        return tokenizer_file.parent
+    except Exception as error:  # noqa: BLE001 - offline, gated or missing repo: one line for the user
+        raise UserError(f"model {ref.spec!r}: cannot fetch tokenizer.json ({str(error).splitlines()[0]})") from None
+
+
+class ChatTokenizer:
+    def __init__(self, directory: str | Path, chat_template: str | None = None, name: str | None = None):
+        from tokenizers import Tokenizer
+
+        directory = Path(directory)
+        self.name = name or directory.name
+        tokenizer_file = directory / "tokenizer.json"
+        if not tokenizer_file.exists():
+            raise UserError(f"model {self.name!r}: no tokenizer.json in {directory} (a fast tokenizer is needed)")
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        config_file = directory / "tokenizer_config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.exists() else {}
+        self.special = {name: _token_text(config.get(name)) for name in _SPECIAL_NAMES}
+        self.template_source = "model"
+        if chat_template is None:
+            chat_template = self._stored_template(directory, config)
+        if chat_template is None:
+            chat_template, self.template_source = CHATML_FALLBACK, "chatml-fallback"
+        self.template = self._compile(chat_template)
+
+    @staticmethod
+    def _stored_template(directory: Path, config: dict) -> str | None:
+        jinja_file = directory / "chat_template.jinja"
+        if jinja_file.exists():
+            return jinja_file.read_text(encoding="utf-8")
+        template = config.get("chat_template")
+        if isinstance(template, list):  # named templates: use the default one
+            template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+        if template is None and (directory / "chat_template.json").exists():
+            template = json.loads((directory / "chat_template.json").read_text(encoding="utf-8")).get("chat_template")
+        return template
+
+    def _compile(self, source: str):
+        from jinja2 import TemplateError
+        from jinja2.ext import loopcontrols
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message):
+            raise TemplateError(message)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+        env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
+        env.globals["raise_exception"] = raise_exception
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        try:
+            return env.from_string(source)
+        except TemplateError as error:
+            raise UserError(f"model {self.name!r}: invalid chat template ({error})") from None
+
+    def render(self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool) -> str:
+        from jinja2 import TemplateError
+
+        try:
+            return self.template.render(
+                messages=[{"role": role, "content": content} for role, content in messages],
+                add_generation_prompt=add_generation_prompt, **self.special,
+            )
+        except TemplateError as error:
+            raise RowTemplateError(str(error)) from None
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        counts: list[int] = []
+        for start in range(0, len(texts), _BATCH):
+            encodings = self.tokenizer.encode_batch_fast(list(texts[start:start + _BATCH]), add_special_tokens=False)
+            counts.extend(len(e) for e in encodings)
+        return counts
+
+    def prompt_response_exact(self, messages: Conversation) -> tuple[int, int]:
+        """Lengths by rendering this very row (the reference the fast path is checked against)."""
+        prompt = self.render(messages[:-1], True)
+        full = self.render(messages, False)
+        response = full[len(prompt):] if full.startswith(prompt) else messages[-1][1] + (self.special["eos_token"] or "")
+        a, b = self.count([prompt, response])
+        return a, b
+
+
+class RowTemplateError(ValueError):
+    pass
+
+
+@dataclass
+class _Shape:
+    """The template's literal text around the contents of one sequence of roles."""
+    prompt_tokens: int
+    response_tokens: int  # template tokens after the answer (end-of-turn)
+    strip: bool
+
+
+_MARK = "\ue000{}\ue001"
+
+
+def _shape(tok: ChatTokenizer, roles: tuple[str, ...]) -> _Shape | None:
+    """Render a role sequence with placeholders; None when the template does anything but paste contents."""
+    marks = [_MARK.format(i) for i in range(len(roles))]
+    padded = [(role, f" {mark} ") for role, mark in zip(roles, marks)]
+    try:
+        prompt = tok.render(padded[:-1], True)
+        full = tok.render(padded, False)
+    except RowTemplateError:
+        return None
+    if not full.startswith(prompt):
+        return None
+    strip = f" {marks[0]} " not in full
+    pasted = [mark if strip else f" {mark} " for mark in marks]
+    pieces, rest = [], prompt
+    for item in pasted[:-1]:
+        if rest.count(item) != 1:
+            return None
+        before, rest = rest.split(item)
+        pieces.append(before)
+    pieces.append(rest)
+    tail = full[len(prompt):]
+    if not tail.startswith(pasted[-1]) or "\ue000" in tail[len(pasted[-1]):] or "\ue000" in "".join(pieces):
+        return None
+    after = tail[len(pasted[-1]):]
+    counts = tok.count(pieces + [after])
+    return _Shape(sum(counts[:-1]), counts[-1], strip)
+
+
+def _lengths_fast(tok: ChatTokenizer, conversations: Sequence[Conversation]) -> tuple[list[int], list[int]] | None:
+    shapes: dict[tuple[str, ...], _Shape | None] = {}
+    index: dict[str, int] = {}
+    unique: list[str] = []
+    row_ids: list[list[int]] = []
+    row_shapes: list[_Shape] = []
+    for messages in conversations:
+        roles = tuple(role for role, _ in messages)
+        shape = shapes.get(roles, False)
+        if shape is False:
+            shape = shapes[roles] = _shape(tok, roles)
+        if shape is None:
+            return None
+        ids = []
+        for _, content in messages:
+            if shape.strip:
+                content = content.strip()
+            position = index.get(content)
+            if position is None:
+                position = index[content] = len(unique)
+                unique.append(content)
+            ids.append(position)
+        row_ids.append(ids)
+        row_shapes.append(shape)
+    counts = tok.count(unique)
+    prompts, responses = [], []
+    for ids, shape in zip(row_ids, row_shapes):
+        prompts.append(shape.prompt_tokens + sum(counts[i] for i in ids[:-1]))
+        responses.append(shape.response_tokens + counts[ids[-1]])
+    return prompts, responses
+
+
+def measure(tok: ChatTokenizer, conversations: Sequence[Conversation]) -> tuple[list[int], list[int], str]:
+    """(prompt lengths, response lengths, method) for every conversation."""
+    try:
+        fast = _lengths_fast(tok, conversations)
+        sample = range(0, len(conversations), max(1, len(conversations) // _CHECK_SAMPLE))
+        if fast is not None and all(
+            tok.prompt_response_exact(conversations[i]) == (fast[0][i], fast[1][i]) for i in sample
+        ):
+            return fast[0], fast[1], "template-pieces"
+        prompts, responses = [], []
+        for messages in conversations:
+            p, r = tok.prompt_response_exact(messages)
+            prompts.append(p)
+            responses.append(r)
+        return prompts, responses, "rendered"
+    except RowTemplateError as error:
+        raise UserError(f"model {tok.name!r}: its chat template rejects a row ({error})") from None
+
+
+def percentile(sorted_values: Sequence[int], q: float) -> int:
+    """Nearest-rank percentile: the smallest value with at least q% of the values at or below it."""
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def _summary(values: Sequence[int]) -> dict[str, float | int]:
+    ordered = sorted(values)
+    return {
+        "min": ordered[0], "median": percentile(ordered, 50), "p95": percentile(ordered, 95),
+        "p99": percentile(ordered, 99), "max": ordered[-1], "mean": round(sum(ordered) / len(ordered), 1),
+    }
+
+
+def _nice_width(span: int, bins: int) -> int:
+    raw = max(1, math.ceil(span / bins))
+    magnitude = 10 ** (len(str(raw)) - 1)
+    return next(step * magnitude for step in (1, 2, 5, 10) if step * magnitude >= raw)
+
+
+def histogram(values: Sequence[int], bins: int = 12) -> dict[str, list[int]]:
+    """Equal-width bins on round numbers: edges[i] <= value < edges[i+1]."""
+    low, high = min(values), max(values)
+    width = _nice_width(high - low + 1, bins)
+    start = low // width * width
+    count = (high - start) // width + 1
+    counts = [0] * count
+    for value in values:
+        counts[(value - start) // width] += 1
+    return {"edges": [start + i * width for i in range(count + 1)], "counts": counts}
+
+
+def suggest_max_length(p99: int) -> int:
+    return max(64, math.ceil(p99 / 64) * 64)
+
+
+def length_stats(prompts: Sequence[int], responses: Sequence[int], max_length: int) -> dict[str, Any]:
+    """Statistics, histogram of total lengths and truncation at max_length.
+
+    A row whose prompt alone exceeds max_length loses part of its prompt (and the whole answer); one
+    whose prompt fits but total does not loses part of its answer.
+    """
+    if not prompts:
+        raise UserError("no rows to measure")
+    totals = [p + r for p, r in zip(prompts, responses)]
+    rows = len(totals)
+    prompt_cut = sum(1 for p in prompts if p > max_length)
+    response_cut = sum(1 for p, t in zip(prompts, totals) if p <= max_length < t)
+    stats = {
+        "rows": rows, "max_length": max_length,
+        "prompt": _summary(prompts), "response": _summary(responses), "total": _summary(totals),
+        "histogram": histogram(totals),
+        "truncated_rows": prompt_cut + response_cut, "truncated_share": (prompt_cut + response_cut) / rows,
+        "prompt_truncated_rows": prompt_cut, "prompt_truncated_share": prompt_cut / rows,
+        "response_truncated_rows": response_cut, "response_truncated_share": response_cut / rows,
+    }
+    stats["suggested_max_length"] = suggest_max_length(stats["total"]["p99"])
+    stats["warning"] = None
+    if stats["truncated_share"] > WARN_SHARE:
+        stats["warning"] = (
+            f"{stats['truncated_share']:.1%} of rows exceed max_length {max_length} "
+            f"({stats['prompt_truncated_share']:.1%} lose part of the prompt, "
+            f"{stats['response_truncated_share']:.1%} part of the answer); "
+            f"max_length {stats['suggested_max_length']} covers 99%"
+        )
+    return stats
+
+
+def load_chat_tokenizer(spec: str, workspace: Workspace, chat_template: str | None = None) -> ChatTokenizer:
+    """The tokenizer of model `spec`; raises NeedsConversion for a GGUF that was never converted."""
+    ref = resolve_model(spec, workspace)
+    return ChatTokenizer(_model_files(ref), chat_template=chat_template, name=spec)
+
+
+def token_statistics(conversations: Sequence[Conversation], tok: ChatTokenizer, max_length: int,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    if max_length < 1:
+        raise UserError(f"--max-length {max_length}: must be a positive number of tokens")
+    if progress:
+        progress(f"tokenizing {len(conversations):,} rows with {tok.name}")
+    prompts, responses, method = measure(tok, conversations)
+    stats = length_stats(prompts, responses, max_length)
+    stats.update(model=tok.name, method=method, chat_template=tok.template_source)
+    return stats
