@@ -1,0 +1,131 @@
+"""Pilot tests of the Presets screen: stepping, inline-validated editing, saving, hand-off to a run."""
+
+from __future__ import annotations
+
+import time
+
+import yaml
+from textual.app import App
+from textual.widgets import DataTable, Input, Label, OptionList, Static
+
+from workbench.core.presets import list_presets
+from workbench.ui.screens.presets import PresetsScreen
+
+
+class PresetsApp(App):
+    def __init__(self, workspace) -> None:
+        super().__init__()
+        self.workspace = workspace
+        self.started: list[str] = []
+
+    def on_mount(self) -> None:
+        self.push_screen(PresetsScreen())
+
+    def start_new_run(self, preset_name: str | None = None) -> None:
+        self.started.append(preset_name)
+
+
+async def _wait_for(pilot, condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await pilot.pause(0.02)
+
+
+def _title(app) -> str:
+    return str(app.screen.query_one("#title", Label).render())
+
+
+def _row(app, field: str) -> tuple[str, str]:
+    table = app.screen.query_one("#fields", DataTable)
+    return tuple(str(cell) for cell in table.get_row(field))
+
+
+async def test_stepping_through_presets_and_families(workspace):
+    names = [p.name for p in list_presets(workspace)]
+    app = PresetsApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _wait_for(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.current)
+        screen = app.screen
+        assert screen.current == names[0] == "llama-lora"
+        await pilot.press("right_square_bracket")
+        assert screen.current == names[1] and _title(app).startswith(names[1])
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        assert screen.current == names[-1]
+        await pilot.press("f")  # from the last family around to the first
+        assert screen.current == "llama-lora"
+        await pilot.press("f")
+        assert screen.current == "qwen-lora"
+        assert screen.query_one("#preset-list", OptionList).highlighted_option.id == "qwen-lora"
+        await pilot.press("right_square_bracket")  # qwen-qlora: differs from qwen-lora in quantization
+        assert _row(app, "quantization.load_in_4bit") == ("* load_in_4bit", "true  (default false)")
+        assert _row(app, "lora.r") == ("  r", "16")
+        assert "smollm2-135m: ~" in str(screen.query_one("#memory", Static).render())
+
+
+async def test_editing_refuses_a_bad_value_and_updates_the_estimate(workspace):
+    app = PresetsApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _wait_for(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.current)
+        screen = app.screen
+        memory_before = str(screen.query_one("#memory", Static).render())
+        table = screen.query_one("#fields", DataTable)
+        table.focus()
+        table.move_cursor(row=table.get_row_index("lora.r"))
+        await pilot.press("i")
+        editor = screen.query_one("#edit-input", Input)
+        assert editor.has_focus and editor.value == "16"
+        editor.value = ""
+        await pilot.press("0")  # r must be >= 1: refused inline, as typed
+        await _wait_for(pilot, lambda: "lora.r" in str(screen.query_one("#edit-error", Static).render()))
+        assert editor.has_class("-invalid")
+        await pilot.press("enter")  # submitting the bad value changes nothing
+        assert screen.editing == "lora.r" and "llama-lora" not in screen.edits
+        editor.value = ""
+        await pilot.press("2", "5", "6")
+        await _wait_for(pilot, lambda: not editor.has_class("-invalid"))
+        await pilot.press("enter")
+        assert screen.editing is None
+        assert _row(app, "lora.r") == ("* r", "256  (default 16)")
+        assert "modified" in _title(app)
+        assert str(screen.query_one("#memory", Static).render()) != memory_before
+
+        # a list value with brackets goes into the Input, not to the stepping keys
+        table.move_cursor(row=table.get_row_index("lora.target_modules"))
+        await pilot.press("i")
+        editor.value = ""
+        await pilot.press(*"[q_proj]")
+        assert editor.value == "[q_proj]" and screen.current == "llama-lora"
+        await pilot.press("escape")
+        assert screen.editing is None and _row(app, "lora.target_modules")[1].startswith("[q_proj, k_proj")
+
+
+async def test_save_as_user_preset_and_start_a_run(workspace):
+    app = PresetsApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _wait_for(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.current)
+        screen = app.screen
+        table = screen.query_one("#fields", DataTable)
+        table.focus()
+        table.move_cursor(row=table.get_row_index("training.learning_rate"))
+        await pilot.press("enter")  # enter on a row edits it too
+        editor = screen.query_one("#edit-input", Input)
+        editor.value = "5e-5"
+        await pilot.press("enter")
+        await pilot.press("n")  # unsaved edits: no run yet
+        assert app.started == []
+        await pilot.press("w")
+        assert editor.value == "llama-lora-custom"
+        editor.value = "bad/name"
+        await pilot.press("enter")
+        assert "preset name" in str(screen.query_one("#edit-error", Static).render())
+        assert not workspace.presets.exists() or not list(workspace.presets.iterdir())
+        editor.value = "my-llama"
+        await pilot.press("enter")
+        saved = workspace.presets / "my-llama.yaml"
+        await _wait_for(pilot, lambda: screen.current == "my-llama")
+        data = yaml.safe_load(saved.read_text())
+        assert data["training"]["learning_rate"] == 5e-5 and data["family"] == "llama"
+        assert "(user)" in str(screen.query_one("#preset-list", OptionList).highlighted_option.prompt)
+        await pilot.press("n")
+        assert app.started == ["my-llama"]
