@@ -123,7 +123,7 @@ def follow_run(run_dir: RunDir, as_json: bool = False, offset: int = 0) -> int:
             for event in events:
                 if as_json:
                     print_json_line(event)
-                else:
+                elif not (event["type"] == "end" and event["status"] == "failed"):  # said once, below
                     line = describe_event(event)
                     if line:
                         print(line, flush=True)

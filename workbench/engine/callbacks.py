@@ -121,12 +121,18 @@ class EventCallback(TrainerCallback):
 
 
 class ControlCallback(TrainerCallback):
-    """Honours control.json after every optimizer step: stop (checkpoint + adapter), pause, resume."""
+    """Honours control.json after every optimizer step.
+
+    stop: the step's checkpoint and the adapter are saved and training ends; the schedule is kept, so a
+    resume continues the same run. pause: the step is logged and checkpointed (so even a crash while paused
+    loses nothing), then the trainer waits in place, keeping its memory, until resume or stop.
+    """
 
     def __init__(self, run: RunDir, writer: EventWriter | None, session):
         self.run = run
         self.writer = writer
         self.session = session
+        self._pause_pending = False
 
     def _log(self, message: str) -> None:
         if self.writer is not None:
@@ -134,18 +140,36 @@ class ControlCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         action = self.session.poll_control()
-        if action == "pause":
+        if action == "resume":  # the run is not paused: nothing to resume
+            if self.session.is_main:
+                self.run.clear_request()
+        elif action == "pause":
+            self._pause_pending = True
+            control.should_save = True
+        elif action == "stop":
+            self._stop(state, control)
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if not self._pause_pending:
+            return control
+        self._pause_pending = False
+        if self.session.is_main:
             self.run.clear_request()
             self.run.write_status("paused")
-            self._log(f"paused at step {state.global_step}; 'runs resume' continues in place")
-            action = self.session.wait_while_paused()
-            if action == "resume":
+        self._log(f"paused at step {state.global_step}; 'runs resume' continues in place")
+        if self.session.wait_while_paused() == "stop":
+            self._stop(state, control)  # the checkpoint of this step is already saved
+        else:
+            if self.session.is_main:
                 self.run.write_status("running")
-                self._log(f"resumed at step {state.global_step}")
-        if action == "stop":
-            self.session.stopping = True
-            self.run.write_status("stopping")
-            self._log(f"stop requested at step {state.global_step}: saving a checkpoint and the adapter")
-            control.should_save = True
-            control.should_training_stop = True
+            self._log(f"resumed at step {state.global_step}")
         return control
+
+    def _stop(self, state, control) -> None:
+        self.session.stopping = True
+        if self.session.is_main:
+            self.run.write_status("stopping")
+        self._log(f"stop requested at step {state.global_step}: saving a checkpoint and the adapter")
+        control.should_save = True
+        control.should_training_stop = True

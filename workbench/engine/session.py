@@ -55,9 +55,6 @@ class TrainingSession:
         action = None
         if self.is_main:
             action = self._signal_action or self.run.pending_request()
-            if action == "resume":
-                self.run.clear_request()  # resuming a run that is not paused is a no-op
-                action = None
         dist = _distributed()
         if dist is not None:
             box = [action]
@@ -113,6 +110,8 @@ class TrainingSession:
         if self.is_main:
             import shutil
 
+            # The adapter directory holds safetensors and JSON only; run.yaml already records the arguments.
+            (staging / "training_args.bin").unlink(missing_ok=True)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging, target)
