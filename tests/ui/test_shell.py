@@ -58,8 +58,10 @@ async def test_single_keys_switch_modes_and_help_opens(workspace):
         assert app.current_mode == "data"
         for key, mode in (("p", "presets"), ("t", "train"), ("r", "runs"), ("g", "playground"),
                           ("e", "evaluate"), ("s", "system"), ("d", "data")):
+            app.screen.set_focus(None)  # single keys are for navigation when no text field has focus
             await pilot.press(key)
             assert app.current_mode == mode
+        app.screen.set_focus(None)
         await pilot.press("f1")
         assert type(app.screen).__name__ == "HelpScreen"
         await pilot.press("escape")

@@ -12,7 +12,6 @@ from textual.worker import get_current_worker
 from workbench.core.errors import UserError
 from workbench.core.runs import ACTIVE_STATES, RunDir, list_runs, open_run
 from workbench.ui.widgets.confirm import ConfirmScreen
-from workbench.ui.widgets.run_view import RunView
 
 
 class TrainScreen(Screen):
@@ -52,8 +51,8 @@ class TrainScreen(Screen):
         self.sync_run()
 
     @property
-    def run_view(self) -> RunView | None:
-        views = self.query(RunView)
+    def run_view(self):
+        views = self.query("RunView")
         return views.first() if views else None
 
     def sync_run(self) -> None:
@@ -74,6 +73,9 @@ class TrainScreen(Screen):
             self.shown_run_id = None
             body.mount(Static(str(error)))
             return
+        # Imported here: the charts (plotext) are not needed for the first frame of the landing list.
+        from workbench.ui.widgets.run_view import RunView
+
         self.sub_title = run.run_id
         body.mount(RunView(run))
 

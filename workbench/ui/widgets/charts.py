@@ -1,13 +1,16 @@
-"""Line charts drawn with plotext (textual-plotext), rebuilt from plain lists at render time.
+"""Line charts drawn with plotext (textual-plotext), rebuilt from plain lists.
 
-Rebuilding in `render` means a resize redraws at the new size for free; the caller decides how often
-data changes reach the chart (the live view throttles them).
+A built chart is cached per (data version, size, theme): restyling or relayout never rebuilds it (plotext
+takes ~10 ms per chart), and a resize rebuilds it at the new size. The caller decides how often data
+changes arrive (the live view throttles them).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+from rich.text import Text
 
 from textual_plotext import PlotextPlot
 
@@ -39,11 +42,16 @@ class MetricChart(PlotextPlot):
         super().__init__(id=id, classes=classes)
         self.title = title
         self.lines: dict[str, Series] = {}
-        self.unit = ""
+        self.data_version = 0
+        self._cache: tuple[tuple, Text] | None = None
 
     def set_lines(self, lines: dict[str, Series]) -> None:
         self.lines = lines
+        self.data_version += 1
         self.refresh()
+
+    def _cache_key(self) -> tuple:
+        return (self.data_version, self.size.width, self.size.height, self.app.theme)
 
     def has_data(self) -> bool:
         return any(len(xs) for xs, _ in self.lines.values())
@@ -53,6 +61,12 @@ class MetricChart(PlotextPlot):
         return ys[-1] if ys else None
 
     def render(self):
+        key = self._cache_key()
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._build())
+        return self._cache[1]
+
+    def _build(self) -> Text:
         plt = self.plt
         plt.clear_figure()
         plt.title(self.title)
@@ -60,7 +74,7 @@ class MetricChart(PlotextPlot):
         drawn = False
         for label, (xs, ys) in self.lines.items():
             if len(xs):
-                px, py = downsample(xs, ys, 2 * width)
+                px, py = downsample(xs, ys, 2 * width)  # braille: two dots per cell
                 plt.plot(px, py, label=label if len(self.lines) > 1 else None, marker="braille")
                 drawn = True
         if not drawn:
