@@ -1,8 +1,8 @@
 """Reading dataset files into plain records: JSONL, JSON, CSV/TSV, Parquet, `datasets.save_to_disk` dirs.
 
 Text is decoded strictly: UTF-8 (with or without BOM), UTF-16 with BOM, or CP949/EUC-KR (Korean
-spreadsheet exports). Anything else is either identified by charset-normalizer and reported, or refused;
-a file is never decoded into mojibake silently.
+spreadsheet exports, accepted only when they decode to Hangul). Anything else is refused with the
+line of the first bad byte and charset-normalizer's guess as a hint: never decoded into mojibake.
 """
 
 from __future__ import annotations
@@ -85,17 +85,14 @@ def decode_text(data: bytes, name: str) -> tuple[str, str]:
     # A non-Korean legacy file can happen to decode as CP949; accept CP949 only when it yields Hangul.
     if text is not None and _hangul_share(text[:200_000]) >= 0.6:
         return text, "cp949"
+    # Other legacy encodings are not guessed into the data (a wrong guess is mojibake); the guess is a hint.
     from charset_normalizer import from_bytes
 
     best = from_bytes(data[:1_000_000]).best()
-    if best is not None and best.encoding not in ("utf_8", "ascii") and best.chaos < 0.1:
-        try:
-            return data.decode(best.encoding), best.encoding
-        except (UnicodeDecodeError, LookupError):
-            pass
+    hint = f" (it may be {best.encoding}: iconv -f {best.encoding} -t utf-8)" if best is not None else ""
     raise UserError(
         f"{name} line {_line_of(data, first_bad)}: not UTF-8 or CP949 text (byte 0x{data[first_bad]:02x}); "
-        f"save the file as UTF-8"
+        f"save the file as UTF-8{hint}"
     )
 
 

@@ -1,0 +1,75 @@
+"""Benchmark (not a test): inspect + length statistics + split of a 1,000,000-row JSONL.
+
+    .venv/bin/python benchmarks/data_pipeline.py [--rows 1000000] [--model smollm2-135m] [--workspace DIR]
+
+Rows are the bundled demo rows with a numbered case suffix, so none is a duplicate. The model's
+tokenizer is converted once first if needed (not timed). Prints the time of each stage and the total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from workbench.core.data import NeedsConversion, load_chat_tokenizer, prepare, split_dataset, token_statistics  # noqa: E402
+from workbench.core.data.demo import DEMO_FILE  # noqa: E402
+from workbench.core.workspace import Workspace  # noqa: E402
+
+
+def write_rows(path: Path, rows: int) -> None:
+    demo = [json.loads(line) for line in DEMO_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with open(path, "w", encoding="utf-8") as handle:
+        for i in range(rows):
+            row = demo[i % len(demo)]
+            messages = [dict(m) for m in row["messages"]]
+            messages[0]["content"] += f" (case {i})"
+            handle.write(json.dumps({"messages": messages, "topic": row["topic"]}, ensure_ascii=False) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--workspace", default=None)
+    args = parser.parse_args()
+    workspace = Workspace.resolve(args.workspace)
+    try:
+        tok = load_chat_tokenizer(args.model, workspace)
+    except NeedsConversion as needed:
+        from workbench.engine.models import materialize
+
+        materialize(needed.ref)
+        tok = load_chat_tokenizer(args.model, workspace)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "rows.jsonl"
+        write_rows(source, args.rows)
+        print(f"{args.rows:,} rows, {source.stat().st_size / 1e6:.0f} MB, {os.cpu_count()} CPUs")
+        timings = {}
+        started = time.perf_counter()
+        prepared = prepare(source)
+        timings["read+validate+dedup"] = time.perf_counter() - started
+        mark = time.perf_counter()
+        stats = token_statistics([row.messages for row in prepared.rows], tok, args.max_length)
+        timings["token statistics"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        manifest = split_dataset(prepared, Path(tmp) / "out", seed=42, token_stats=stats)
+        timings["split+write"] = time.perf_counter() - mark
+        total = time.perf_counter() - started
+    for stage, seconds in timings.items():
+        print(f"{stage:22} {seconds:7.1f} s")
+    print(f"{'total':22} {total:7.1f} s  (goal <= 60 s)")
+    print(f"counts {manifest['counts']}, method {stats['method']}, total tokens p99 {stats['total']['p99']}, "
+          f"truncated at {args.max_length}: {stats['truncated_share']:.2%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
