@@ -1,12 +1,328 @@
-"""Evaluate screen (work in progress: replaced by the issue that owns it)."""
+"""Evaluate / Export: base vs fine-tuned metrics on a split, examples side by side, report, export.
 
+Evaluation and export run in child processes (`python -m workbench.engine.evaluate|export`) speaking
+JSON lines through core/jsonproc.py; a thread worker reads them and posts them to the screen. The screen
+never imports torch. A run's last results (runs/<id>/eval/) are shown as soon as it is selected.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Checkbox, DataTable, Footer, Header, Input, Label, ProgressBar, Select, Static
+
+from workbench.core.report import metric_table
+from workbench.core.runs import RunDir, list_runs
+
+SPLITS = ("test", "val", "train")
+# Overall progress: each phase computes perplexity, then generates.
+_STAGES = [("base", "perplexity"), ("base", "generate"), ("tuned", "perplexity"), ("tuned", "generate")]
+
+
+class JobClient(Protocol):
+    """core.jsonproc.JsonLineProcess, or a stub in tests."""
+
+    def messages(self) -> Iterator[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+def start_job(module: str, args: list[str], log_path: Path) -> JobClient:
+    from workbench.core.jsonproc import JsonLineProcess
+
+    return JsonLineProcess(module, args, log_path=log_path)
+
+
+class JobMessage(Message):
+    def __init__(self, job: str, data: dict[str, Any]) -> None:
+        super().__init__()
+        self.job, self.data = job, data
+
+
+def runs_with_adapter(workspace) -> list[RunDir]:
+    return [run for run in list_runs(workspace) if (run.adapter_path / "adapter_config.json").exists()]
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
 
 
 class EvaluateScreen(Screen):
+    DEFAULT_CSS = """
+    EvaluateScreen Horizontal.row { height: 1; }
+    EvaluateScreen .row Label { padding: 0 1 0 0; }
+    EvaluateScreen #run { width: 1fr; margin-right: 1; }
+    EvaluateScreen #split { width: 12; margin-right: 1; }
+    EvaluateScreen #limit, EvaluateScreen #max-new-tokens { width: 7; margin-right: 1; }
+    EvaluateScreen #export-out { width: 1fr; margin-right: 1; }
+    EvaluateScreen #status { width: 1fr; }
+    EvaluateScreen #status.error { color: $error; }
+    EvaluateScreen #progress { width: 24; display: none; }
+    EvaluateScreen #top { height: 10; }
+    EvaluateScreen #metrics { width: 48; }
+    EvaluateScreen #examples { width: 1fr; }
+    EvaluateScreen #example-info { height: 2; }
+    EvaluateScreen #answers { height: 1fr; }
+    EvaluateScreen #answers VerticalScroll { width: 1fr; border: round $primary; padding: 0 1; }
+    """
+    BINDINGS = [
+        Binding("ctrl+r", "evaluate", "Evaluate"),
+        Binding("ctrl+b", "export", "Export", show=False),  # ctrl+x is cut in an Input
+        Binding("ctrl+o", "report", "Report path", show=False),
+        Binding("escape", "cancel", "Cancel", show=False),
+    ]
+
+    def __init__(self, job_factory: Callable[[str, list[str], Path], JobClient] = start_job) -> None:
+        super().__init__()
+        self.job_factory = job_factory
+        self.client: JobClient | None = None
+        self.job: str | None = None  # "eval" | "export" while a child process runs
+        self.job_outcome: str | None = None  # the first error or a cancel; later messages do not overwrite it
+        self.metrics: dict[str, Any] | None = None
+        self.predictions: list[dict[str, Any]] = []
+
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("Evaluate: coming soon")
+        with Horizontal(classes="row"):
+            yield Label("Run")
+            yield Select([], id="run", compact=True, prompt="no run with an adapter yet")
+            yield Label("Split")
+            yield Select([(s, s) for s in SPLITS], id="split", value="test", compact=True, allow_blank=False)
+            yield Label("Limit")
+            yield Input("20", id="limit", compact=True, type="integer", tooltip="examples (empty: all)")
+            yield Label("Tokens")
+            yield Input("128", id="max-new-tokens", compact=True, type="integer", tooltip="max new tokens")
+        with Horizontal(classes="row"):
+            yield Label("Export to")
+            yield Input(id="export-out", compact=True, placeholder="new directory (enter or ctrl+b exports)")
+            yield Checkbox("merge", id="merge", compact=True, tooltip="merge into the base: a standalone model")
+        with Horizontal(classes="row"):
+            yield Static("ctrl+r: evaluate base vs fine-tuned · ctrl+b: export · ctrl+o: report path", id="status",
+                         markup=False)
+            yield ProgressBar(id="progress", show_eta=False)
+        with Horizontal(id="top"):
+            yield DataTable(id="metrics", cursor_type="none", zebra_stripes=True)
+            yield DataTable(id="examples", cursor_type="row")
+        yield Static("", id="example-info", markup=False)
+        with Horizontal(id="answers"):
+            with VerticalScroll(id="base-pane"):
+                yield Static("", id="base-answer", markup=False)
+            with VerticalScroll(id="tuned-pane"):
+                yield Static("", id="tuned-answer", markup=False)
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#metrics", DataTable).add_columns("Metric", "Base", "Tuned", "Delta", "")
+        self.query_one("#examples", DataTable).add_columns("#", "Prompt", "ROUGE-L")
+        self.query_one("#base-pane").border_title = "base"
+        self.query_one("#tuned-pane").border_title = "fine-tuned"
+        self.refresh_runs()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_runs()
+
+    def on_unmount(self) -> None:
+        if self.client is not None:
+            self.client.kill()
+
+    # -- runs and stored results --------------------------------------------------------------
+    def refresh_runs(self) -> None:
+        select = self.query_one("#run", Select)
+        run_ids = [run.run_id for run in runs_with_adapter(self.app.workspace)]
+        previous = select.value
+        select.set_options([(run_id, run_id) for run_id in run_ids])
+        preferred = getattr(self.app, "current_run_id", None)
+        for candidate in (previous, preferred, run_ids[0] if run_ids else None):
+            if candidate in run_ids:
+                select.value = candidate
+                break
+        self.show_stored_results()
+
+    @property
+    def run(self) -> RunDir | None:
+        value = self.query_one("#run", Select).value
+        return RunDir(self.app.workspace.run_dir(value)) if isinstance(value, str) else None
+
+    @on(Select.Changed, "#run")
+    def _run_changed(self) -> None:
+        self.show_stored_results()
+
+    def show_stored_results(self) -> None:
+        run = self.run
+        metrics = None
+        if run is not None:
+            try:
+                metrics = json.loads((run.eval_path / "metrics.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                pass
+        if metrics is None:
+            self.show_results(None, [])
+            if run is not None and self.job is None:
+                self.set_status(f"{run.run_id}: not evaluated yet · ctrl+r evaluates base vs fine-tuned")
+            return
+        self.show_results(metrics, read_predictions(run.eval_path / "predictions.jsonl"))
+        if self.job is None:
+            self.set_status(f"{run.run_id}: {metrics['split']} split, {metrics['num_examples']} examples · "
+                            f"ctrl+o: report path")
+
+    def show_results(self, metrics: dict[str, Any] | None, predictions: list[dict[str, Any]]) -> None:
+        self.metrics, self.predictions = metrics, predictions
+        table = self.query_one("#metrics", DataTable)
+        table.clear()
+        if metrics:
+            for row in metric_table(metrics):
+                table.add_row(row["label"].replace(" (answer tokens)", ""), row["base"], row["tuned"], row["delta"],
+                              row["verdict"], key=row["key"])
+        examples = self.query_one("#examples", DataTable)
+        examples.clear()
+        for record in predictions:
+            scores = f"{record['base_scores']['rougeL']:.2f}→{record['tuned_scores']['rougeL']:.2f}"
+            examples.add_row(str(record["index"]), " ".join(record["prompt"].split())[:60], scores,
+                             key=str(record["index"]))
+        self.show_example(0)
+
+    @on(DataTable.RowHighlighted, "#examples")
+    def _example_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_example(event.cursor_row)
+
+    def show_example(self, position: int) -> None:
+        info = self.query_one("#example-info", Static)
+        if not self.predictions or not 0 <= position < len(self.predictions):
+            info.update("")
+            self.query_one("#base-answer", Static).update("")
+            self.query_one("#tuned-answer", Static).update("")
+            return
+        record = self.predictions[position]
+        info.update(f"Q{record['index']}: {' '.join(record['prompt'].split())}\n"
+                    f"Reference: {' '.join(record['reference'].split())}")
+        self.query_one("#base-answer", Static).update(record["base"])
+        self.query_one("#tuned-answer", Static).update(record["tuned"])
+
+    # -- actions ------------------------------------------------------------------------------
+    def set_status(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#status", Static)
+        status.update(text)
+        status.set_class(error, "error")
+
+    def _positive_int(self, input_id: str, what: str, allow_empty: bool) -> int | None:
+        raw = self.query_one(f"#{input_id}", Input).value.strip()
+        if not raw and allow_empty:
+            return None
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"{what} must be a whole number ≥ 1{' or empty (all)' if allow_empty else ''}")
+        return int(raw)
+
+    def action_evaluate(self) -> None:
+        run = self.run
+        if self.job is not None:
+            self.set_status(f"{self.job} is still running (escape cancels)", error=True)
+            return
+        if run is None:
+            self.set_status("no run with an adapter to evaluate: train one first", error=True)
+            return
+        try:
+            limit = self._positive_int("limit", "Limit", allow_empty=True)
+            max_new_tokens = self._positive_int("max-new-tokens", "Tokens", allow_empty=False)
+        except ValueError as error:
+            self.set_status(str(error), error=True)
+            return
+        from workbench.cli.evaluate import worker_args
+
+        split = str(self.query_one("#split", Select).value)
+        args = worker_args(run.run_id, str(self.app.workspace.root), split, limit, max_new_tokens)
+        self._start("eval", "workbench.engine.evaluate", args, run.path / "eval.log",
+                    f"evaluating {run.run_id} on {split}…")
+
+    def action_export(self) -> None:
+        run = self.run
+        out = self.query_one("#export-out", Input).value.strip()
+        if self.job is not None:
+            self.set_status(f"{self.job} is still running (escape cancels)", error=True)
+            return
+        if run is None:
+            self.set_status("no run with an adapter to export", error=True)
+            return
+        if not out:
+            self.set_status("type the export directory in 'Export to' first", error=True)
+            self.query_one("#export-out", Input).focus()
+            return
+        out_path = Path(out).expanduser()
+        if not out_path.is_absolute():
+            out_path = self.app.workspace.root / "exports" / out_path
+        args = [run.run_id, "--workspace", str(self.app.workspace.root), "--out", str(out_path)]
+        merge = self.query_one("#merge", Checkbox).value
+        if merge:
+            args.append("--merge")
+        self._start("export", "workbench.engine.export", args, run.path / "export.log",
+                    f"exporting {run.run_id} {'merged ' if merge else 'adapter '}to {out_path}…")
+
+    @on(Input.Submitted, "#export-out")
+    def _export_submitted(self) -> None:
+        self.action_export()
+
+    def action_report(self) -> None:
+        run = self.run
+        report = run.eval_path / "report.html" if run else None
+        if report is None or not report.exists():
+            self.set_status("no report yet: ctrl+r evaluates and writes one", error=True)
+            return
+        self.app.copy_to_clipboard(str(report))
+        self.set_status(f"report: {report} (path copied; also report.md next to it)")
+
+    def action_cancel(self) -> None:
+        if self.client is not None and self.job is not None:
+            self.job_outcome = "cancelled"
+            self.client.kill()
+            self.set_status(f"{self.job} cancelled")
+
+    def _start(self, job: str, module: str, args: list[str], log_path: Path, status: str) -> None:
+        self.job, self.job_outcome = job, None
+        progress = self.query_one("#progress", ProgressBar)
+        progress.update(total=None if job == "export" else len(_STAGES), progress=0)
+        progress.display = True
+        self.set_status(status)
+        self.client = self.job_factory(module, args, log_path)
+        self._read_messages(job, self.client)
+
+    @work(thread=True, group="evaluate-jobs")
+    def _read_messages(self, job: str, client: JobClient) -> None:
+        for message in client.messages():
+            self.post_message(JobMessage(job, message))
+        client.close()
+        self.post_message(JobMessage(job, {"type": "exit"}))
+
+    def on_job_message(self, message: JobMessage) -> None:
+        data, kind = message.data, message.data.get("type")
+        progress = self.query_one("#progress", ProgressBar)
+        if kind == "status":
+            self.set_status(data.get("message", ""))
+        elif kind == "progress" and data.get("total"):
+            stage = _STAGES.index((data["phase"], data["stage"]))
+            progress.update(progress=stage + data["done"] / data["total"])
+            self.set_status(f"{data['phase']}: {data['stage']} {data['done']}/{data['total']}")
+        elif kind == "result" and message.job == "eval":
+            metrics = data["metrics"]
+            self.show_results(metrics, read_predictions(Path(metrics["files"]["predictions"])))
+            self.set_status(f"done: {metrics['num_examples']} examples · ctrl+o: report path")
+        elif kind == "result" and message.job == "export":
+            self.set_status(f"exported to {data['out']} ({len(data['files'])} files, {data['bytes'] / 1e6:.1f} MB)")
+        elif kind == "error" and self.job_outcome is None:
+            # A worker reports its error, then jsonproc adds one for the non-zero exit: keep the first.
+            self.job_outcome = "failed"
+            self.set_status(data.get("message", "failed"), error=True)
+        elif kind == "exit":
+            self.job, self.client = None, None
+            progress.display = False

@@ -1,12 +1,188 @@
-"""System screen (work in progress: replaced by the issue that owns it)."""
+"""System: the `doctor` report (versions, GPUs, torch/CUDA, bitsandbytes, RAM, disk, QLoRA/multi-GPU
+readiness with fixes) and a model structure analysis (seed 002) suggesting LoRA target modules.
 
+The doctor probes torch in a child process (core/hardware.py) from a thread worker; the analysis runs
+`python -m workbench.engine.inspect_model` on a weightless meta-device model. No torch in this process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header, Input, Label, Static, TabbedContent, TabPane
+
+from workbench.core.hardware import doctor_report, format_report
+from workbench.core.models import DEFAULT_MODEL
+from workbench.ui.screens.evaluate import JobClient, JobMessage, start_job
 
 
 class SystemScreen(Screen):
+    DEFAULT_CSS = """
+    SystemScreen Horizontal.row { height: 1; }
+    SystemScreen .row Label { padding: 0 1 0 0; }
+    SystemScreen #model { width: 1fr; margin-right: 1; }
+    SystemScreen #rank { width: 6; }
+    SystemScreen #modules { height: 1fr; }
+    SystemScreen #suggestion { height: auto; max-height: 6; }
+    SystemScreen .error { color: $error; }
+    """
+    BINDINGS = [
+        Binding("ctrl+r", "analyze", "Analyze model"),
+        Binding("f5", "refresh_report", "Re-check", show=False),
+    ]
+
+    def __init__(self, report_factory: Callable[[Path], dict[str, Any]] = doctor_report,
+                 job_factory: Callable[[str, list[str], Path], JobClient] = start_job) -> None:
+        super().__init__()
+        self.report_factory = report_factory
+        self.job_factory = job_factory
+        self.report: dict[str, Any] | None = None
+        self.analysis: dict[str, Any] | None = None
+        self.client: JobClient | None = None
+        self.job_failed = False
+
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("System: coming soon")
+        with TabbedContent(initial="environment"):
+            with TabPane("Environment", id="environment"):
+                with VerticalScroll(id="doctor-scroll"):
+                    yield Static("checking the environment…", id="doctor", markup=False)
+            with TabPane("Model structure", id="structure"):
+                with Horizontal(classes="row"):
+                    yield Label("Model")
+                    yield Input(self._default_model(), id="model", compact=True,
+                                placeholder="hub id, local directory, .gguf or alias (enter analyses)")
+                    yield Label("r")
+                    yield Input("16", id="rank", compact=True, type="integer")
+                yield Static("ctrl+r: list the model's linear layers (config only, no weights loaded)",
+                             id="inspect-status", markup=False)
+                yield DataTable(id="modules", cursor_type="row", zebra_stripes=True)
+                yield Static("", id="suggestion", markup=False)
         yield Footer()
+
+    def _default_model(self) -> str:
+        """The model of the run last opened elsewhere in the app, else the built-in default."""
+        run_id = getattr(self.app, "current_run_id", None)
+        if run_id:
+            try:
+                import yaml
+
+                config = yaml.safe_load(self.app.workspace.run_dir(run_id).joinpath("run.yaml").read_text("utf-8"))
+                return config["model"]["name_or_path"]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        return DEFAULT_MODEL
+
+    def on_mount(self) -> None:
+        self.query_one("#modules", DataTable).add_columns("Type", "Name", "Count", "Role", "Shape (in→out)",
+                                                          "LoRA params")
+        self.action_refresh_report()
+
+    def on_unmount(self) -> None:
+        if self.client is not None:
+            self.client.kill()
+
+    # -- environment --------------------------------------------------------------------------
+    def action_refresh_report(self) -> None:
+        self.query_one("#doctor", Static).update("checking the environment (torch is probed in a child process)…")
+        self._probe()
+
+    @work(thread=True, exclusive=True, group="doctor")
+    def _probe(self) -> None:
+        try:
+            report = self.report_factory(self.app.workspace.root)
+        except Exception as error:  # noqa: BLE001 - shown on screen instead of crashing the TUI
+            self.app.call_from_thread(self._show_report_error, f"{type(error).__name__}: {error}")
+            return
+        self.app.call_from_thread(self._show_report, report)
+
+    def _show_report(self, report: dict[str, Any]) -> None:
+        self.report = report
+        doctor = self.query_one("#doctor", Static)
+        doctor.remove_class("error")
+        doctor.update("\n".join(format_report(report)) + "\n\nf5: check again")
+
+    def _show_report_error(self, message: str) -> None:
+        doctor = self.query_one("#doctor", Static)
+        doctor.add_class("error")
+        doctor.update(f"the environment check failed: {message}\n\nf5: check again")
+
+    # -- model structure ----------------------------------------------------------------------
+    @on(Input.Submitted, "#model")
+    @on(Input.Submitted, "#rank")
+    def _submitted(self) -> None:
+        self.action_analyze()
+
+    def set_inspect_status(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#inspect-status", Static)
+        status.update(text)
+        status.set_class(error, "error")
+
+    def action_analyze(self) -> None:
+        self.query_one(TabbedContent).active = "structure"
+        if self.client is not None:
+            self.set_inspect_status("an analysis is already running", error=True)
+            return
+        model = self.query_one("#model", Input).value.strip()
+        rank = self.query_one("#rank", Input).value.strip()
+        if not model:
+            self.set_inspect_status("type a model first", error=True)
+            return
+        if not rank.isdigit() or int(rank) < 1:
+            self.set_inspect_status("r must be a whole number ≥ 1", error=True)
+            return
+        workspace = self.app.workspace
+        logs = workspace.root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.job_failed = False
+        self.set_inspect_status(f"analysing {model}…")
+        self.client = self.job_factory("workbench.engine.inspect_model",
+                                       [model, "--workspace", str(workspace.root), "--rank", rank],
+                                       logs / "inspect-model.log")
+        self._read_messages(self.client)
+
+    @work(thread=True, group="inspect-model")
+    def _read_messages(self, client: JobClient) -> None:
+        for message in client.messages():
+            self.post_message(JobMessage("inspect", message))
+        client.close()
+        self.post_message(JobMessage("inspect", {"type": "exit"}))
+
+    def on_job_message(self, message: JobMessage) -> None:
+        data, kind = message.data, message.data.get("type")
+        if kind == "status":
+            self.set_inspect_status(data.get("message", ""))
+        elif kind == "result":
+            self.show_analysis(data)
+        elif kind == "error" and not self.job_failed:
+            self.job_failed = True  # keep the worker's own message, not jsonproc's exit-code line after it
+            self.set_inspect_status(data.get("message", "failed"), error=True)
+        elif kind == "exit":
+            self.client = None
+
+    def show_analysis(self, analysis: dict[str, Any]) -> None:
+        self.analysis = analysis
+        table = self.query_one("#modules", DataTable)
+        table.clear()
+        for module in analysis["linear_modules"]:
+            shapes = ", ".join(f"{a}→{b}" for a, b in module["shapes"])
+            role = "output head" if module["output_head"] else module["role"]
+            table.add_row(module["type"], module["name"], str(module["count"]), role, shapes,
+                          f"{module['lora_parameters']:,}", key=f"{module['type']}.{module['name']}")
+        counts = ", ".join(f"{kind}: {len(names)} names" for kind, names in analysis["by_type"].items())
+        self.set_inspect_status(f"{analysis['model']} ({analysis['model_type']}, {analysis['num_parameters']:,} "
+                                f"parameters) · {counts}")
+        suggested = analysis["suggested_target_modules"]
+        lines = [
+            f"suggested lora.target_modules: {suggested} ({analysis['lora_parameters_suggested']:,} LoRA "
+            f"parameters at r={analysis['rank']})",
+            f"smaller, attention only: {analysis['attention_only_target_modules']}",
+            *analysis["notes"],
+        ]
+        self.query_one("#suggestion", Static).update("\n".join(lines))

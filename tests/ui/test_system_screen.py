@@ -1,0 +1,148 @@
+"""The System screen with a stubbed doctor report and a stubbed model-analysis worker."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+from textual.app import App
+from textual.widgets import DataTable, Input, Static, TabbedContent
+
+from workbench.core.hardware import readiness
+from workbench.ui.screens.system import SystemScreen
+
+
+def cpu_report(root):
+    packages = {"torch": "2.13.0+cpu", "transformers": "5.24.0", "bitsandbytes": "0.50.2", "accelerate": "1.15.0",
+                "deepspeed": None}
+    gpus = {"driver_version": None, "cuda_driver_version": None, "devices": None, "reason": "no NVIDIA driver"}
+    engine = {"torch": {"version": "2.13.0+cpu", "cuda_build": None, "cuda_available": False, "device_count": 0,
+                        "devices": [], "nccl_available": False},
+              "bitsandbytes": {"version": "0.50.2", "backend": "CPU", "native_library": True}, "reason": None}
+    return {"python": {"version": "3.11.7", "executable": "/usr/bin/python3"}, "packages": packages,
+            "torch": engine["torch"], "bitsandbytes": engine["bitsandbytes"], "engine_reason": None, "gpus": gpus,
+            "cpu": {"cpu_model": "AMD EPYC", "logical_cores": 2, "physical_cores": 2, "ram_total_mb": 24000,
+                    "ram_available_mb": 20000},
+            "disk": {"path": str(root), "free_gb": 80.0, "total_gb": 270.0},
+            "readiness": readiness(packages, gpus, engine)}
+
+
+ANALYSIS = {
+    "type": "result", "model": "org/kogpt2", "model_type": "gpt2", "architecture": "GPT2LMHeadModel",
+    "num_parameters": 125_164_032, "rank": 16,
+    "linear_modules": [
+        {"name": "c_attn", "type": "Conv1D", "count": 12, "role": "attention", "shapes": [[768, 2304]],
+         "lora_parameters": 589_824, "output_head": False},
+        {"name": "c_proj", "type": "Conv1D", "count": 24, "role": "attention+mlp", "shapes": [[768, 768], [3072, 768]],
+         "lora_parameters": 1_032_192, "output_head": False},
+        {"name": "lm_head", "type": "Linear", "count": 1, "role": "other", "shapes": [[768, 51200]],
+         "lora_parameters": 831_488, "output_head": True},
+    ],
+    "by_type": {"Conv1D": ["c_attn", "c_proj"], "Linear": ["lm_head"]},
+    "suggested_target_modules": ["c_attn", "c_proj"], "attention_only_target_modules": ["c_attn"],
+    "lora_parameters_suggested": 1_622_016,
+    "notes": ["Conv1D layers (GPT-2 style) store weights transposed: set lora.fan_in_fan_out=true"],
+}
+
+
+class FakeJob:
+    def __init__(self, messages):
+        self.outbox: queue.Queue = queue.Queue()
+        for message in messages:
+            self.outbox.put(message)
+        self.outbox.put(None)
+
+    def messages(self):
+        while (message := self.outbox.get()) is not None:
+            yield message
+
+    def close(self):
+        pass
+
+    def kill(self):
+        pass
+
+
+class SystemApp(App):
+    def __init__(self, workspace, jobs, report=cpu_report):
+        super().__init__()
+        self.workspace = workspace
+        self.jobs, self.report = jobs, report
+        self.started = []
+
+    def factory(self, module, args, log_path):
+        self.started.append((module, args))
+        return self.jobs.pop(0)
+
+    def on_mount(self):
+        self.push_screen(SystemScreen(report_factory=self.report, job_factory=self.factory))
+
+
+async def wait_until(pilot, condition, what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def text(screen, selector):
+    return str(screen.query_one(selector, Static).render())
+
+
+async def test_environment_tab_shows_the_doctor_report_with_fixes(workspace):
+    app = SystemApp(workspace, [])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.report is not None, "the doctor report")
+        doctor = text(screen, "#doctor")
+        assert "torch        2.13.0+cpu" in doctor
+        assert "gpu          none: no NVIDIA driver" in doctor
+        assert "multi-GPU    not ready" in doctor and "fix:" in doctor
+        assert "not installed deepspeed" in doctor
+
+
+async def test_failing_probe_is_shown_not_raised(workspace):
+    def broken(root):
+        raise RuntimeError("psutil exploded")
+
+    app = SystemApp(workspace, [], report=broken)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: "failed" in text(screen, "#doctor"), "the error")
+        assert "psutil exploded" in text(screen, "#doctor")
+
+
+async def test_model_structure_analysis_lists_modules_and_suggests_targets(workspace):
+    app = SystemApp(workspace, [FakeJob([{"type": "status", "message": "reading config"}, ANALYSIS]),
+                                FakeJob([{"type": "error", "message": "model 'nope': not found", "user_error": True},
+                                         {"type": "error", "message": "worker exited with code 2"}])])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        model = screen.query_one("#model", Input)
+        assert model.value == "smollm2-135m"
+        model.value = "org/kogpt2"
+        await pilot.press("ctrl+r")
+        assert screen.query_one(TabbedContent).active == "structure"
+        module, args = app.started[0]
+        assert module == "workbench.engine.inspect_model" and args[0] == "org/kogpt2"
+        assert args[args.index("--rank") + 1] == "16"
+        await wait_until(pilot, lambda: screen.client is None and screen.analysis, "the analysis")
+        table = screen.query_one("#modules", DataTable)
+        assert table.row_count == 3
+        assert table.get_row("Conv1D.c_proj")[2:5] == ["24", "attention+mlp", "768→768, 3072→768"]
+        assert table.get_row("Linear.lm_head")[3] == "output head"
+        suggestion = text(screen, "#suggestion")
+        assert "['c_attn', 'c_proj']" in suggestion and "fan_in_fan_out" in suggestion
+        assert "Conv1D: 2 names" in text(screen, "#inspect-status")
+
+        model.value = "nope"
+        model.focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.client is None and screen.job_failed, "the failure")
+        assert text(screen, "#inspect-status") == "model 'nope': not found"
+        assert table.row_count == 3  # the previous analysis stays
+
+        screen.query_one("#rank", Input).value = "0"
+        await pilot.press("ctrl+r")
+        assert "r must be" in text(screen, "#inspect-status") and len(app.started) == 2
