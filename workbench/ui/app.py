@@ -63,10 +63,12 @@ class WorkbenchApp(App):
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
 
-    def __init__(self, workspace: Workspace, initial_mode: str | None = None) -> None:
+    def __init__(self, workspace: Workspace, initial_mode: str | None = None,
+                 initial_preset: str | None = None) -> None:
         super().__init__()
         self.workspace = workspace
         self.initial_mode = initial_mode
+        self.initial_preset = initial_preset
         self.current_run_id: str | None = None
         self.workbench_themes = [theme.name for theme in load_themes()]
 
@@ -77,6 +79,8 @@ class WorkbenchApp(App):
         self.theme = saved if saved in self.available_themes else DEFAULT_THEME
         self.theme_changed_signal.subscribe(self, lambda theme: remember_theme(self.workspace, theme.name))
         self.switch_mode(self.initial_mode or self._start_mode())
+        if self.initial_preset:
+            self.start_new_run(self.initial_preset)
 
     def _start_mode(self) -> str:
         """Re-attach first: with a run in progress, open Train, which lists the runs to re-attach to."""
@@ -128,6 +132,6 @@ class WorkbenchApp(App):
             self.screen.sync_run()
 
 
-def run_app(workspace: Workspace) -> int:
-    WorkbenchApp(workspace).run()
+def run_app(workspace: Workspace, initial_preset: str | None = None) -> int:
+    WorkbenchApp(workspace, initial_preset=initial_preset).run()
     return 0
