@@ -88,8 +88,9 @@ class TrainingSession:
         step = self.trainer.state.global_step
         if self.is_main:
             self.run.clear_request()
-            self._emit("end", status=status, step=step, adapter_path=str(adapter), error=None)
+            # status.json first: whoever sees the end event must find the final state too.
             self.run.write_status(status, step=step, error=None, finished=time.time())
+            self._emit("end", status=status, step=step, adapter_path=str(adapter), error=None)
         return 0
 
     def fail(self, error: BaseException) -> None:
@@ -98,8 +99,8 @@ class TrainingSession:
         message = _error_message(error)
         step = self.trainer.state.global_step if self.trainer is not None else 0
         adapter = self.run.adapter_path if (self.run.adapter_path / "adapter_config.json").exists() else None
-        self._emit("end", status="failed", step=step, adapter_path=str(adapter) if adapter else None, error=message)
         self.run.write_status("failed", step=step, error=message, finished=time.time())
+        self._emit("end", status="failed", step=step, adapter_path=str(adapter) if adapter else None, error=message)
 
     def _save_adapter(self) -> Path:
         """Save the PEFT adapter (and tokenizer) once, from rank 0; it loads with PeftModel.from_pretrained."""
