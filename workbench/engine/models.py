@@ -174,3 +174,29 @@ def describe_device() -> str:
         return f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"
     return "cpu"
 
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """`python -m workbench.engine.models --materialize SPEC --workspace DIR`: convert a GGUF model once,
+    reporting over JSON lines (log..., then done or error), so the TUI can do it without importing torch."""
+    import argparse
+
+    from workbench.engine.protocol import emit, open_protocol
+
+    parser = argparse.ArgumentParser(prog="python -m workbench.engine.models")
+    parser.add_argument("--materialize", metavar="SPEC", required=True)
+    parser.add_argument("--workspace", default=None)
+    args = parser.parse_args(argv)
+    open_protocol()
+    try:
+        path = resolve_and_materialize(args.materialize, Workspace.resolve(args.workspace),
+                                       log=lambda message: emit("log", message=message))
+    except UserError as error:
+        emit("error", message=str(error))
+        return UserError.exit_code
+    emit("done", path=path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

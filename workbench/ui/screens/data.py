@@ -1,12 +1,409 @@
-"""Data screen (work in progress: replaced by the issue that owns it)."""
+"""Data screen: pick a file, preview its rows, fix the column mapping, see token lengths, split it.
 
+Loading, token counting and splitting run in thread workers (the tokenizer is the `tokenizers` library,
+no torch). A model whose tokenizer exists only after a one-time GGUF conversion is converted in a child
+process (`python -m workbench.engine.models --materialize`), whose log lines are shown as progress.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.suggester import Suggester
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static, TabbedContent, TabPane
+
+from workbench.core.data import (
+    NeedsConversion, Prepared, list_datasets, load_chat_tokenizer, parse_mapping, parse_ratios, prepare,
+    split_dataset, token_statistics,
+)
+from workbench.core.data.demo import DEMO_FILE, ensure_demo_dataset
+from workbench.core.errors import UserError
+from workbench.core.models import DEFAULT_MODEL
+
+PREVIEW_ROWS = 200
+BAR_WIDTH = 36
+
+
+class JobClient(Protocol):
+    def messages(self) -> Iterator[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+def start_conversion(spec: str, workspace_root: Path) -> JobClient:
+    from workbench.core.jsonproc import JsonLineProcess
+
+    logs = workspace_root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return JsonLineProcess("workbench.engine.models", ["--materialize", spec, "--workspace", str(workspace_root)],
+                           log_path=logs / "convert-model.log")
+
+
+class PathSuggester(Suggester):
+    """Completes the last path component from the file system (accept with the right arrow)."""
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if not value:
+            return None
+        path = Path(value).expanduser()
+        directory, prefix = (path, "") if value.endswith("/") else (path.parent, path.name)
+        try:
+            names = sorted(p.name + ("/" if p.is_dir() else "") for p in directory.iterdir()
+                           if p.name.startswith(prefix) and not p.name.startswith("."))
+        except OSError:
+            return None
+        return value + names[0][len(prefix):] if names else None
+
+
+def clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def histogram_text(stats: dict[str, Any]) -> Text:
+    hist = stats["histogram"]
+    peak = max(hist["counts"]) or 1
+    limit = stats["max_length"]
+    text = Text()
+    for low, high, count in zip(hist["edges"], hist["edges"][1:], hist["counts"]):
+        bar = "█" * (round(BAR_WIDTH * count / peak) or (1 if count else 0))
+        style = "red" if high - 1 > limit else "green"
+        text.append(f"{low:>6}-{high - 1:<6} ")
+        text.append(f"{bar:<{BAR_WIDTH}}", style=style)
+        text.append(f" {count}\n")
+    return text
+
+
+def stats_text(stats: dict[str, Any]) -> Text:
+    text = Text()
+    text.append(f"{stats['rows']:,} rows · {stats['model']} · template: {stats['chat_template']}\n")
+    text.append(f"{'':9}{'min':>7}{'median':>8}{'p95':>7}{'p99':>7}{'max':>7}\n", style="bold")
+    for part in ("prompt", "response", "total"):
+        s = stats[part]
+        text.append(f"{part:9}{s['min']:>7}{s['median']:>8}{s['p95']:>7}{s['p99']:>7}{s['max']:>7}\n")
+    text.append(
+        f"cut at {stats['max_length']}: {stats['truncated_share']:.1%} of rows "
+        f"(prompt {stats['prompt_truncated_share']:.1%}, answer {stats['response_truncated_share']:.1%}) · "
+        f"suggested max_length {stats['suggested_max_length']}\n"
+    )
+    if stats["warning"]:
+        text.append(f"⚠ {stats['warning']}\n", style="bold red")
+    return text
 
 
 class DataScreen(Screen):
+    DEFAULT_CSS = """
+    DataScreen Horizontal.row { height: 1; margin: 0 0 1 0; }
+    DataScreen .row Label { padding: 0 1 0 0; }
+    DataScreen Input { border: none; height: 1; padding: 0 1; }
+    DataScreen #path { width: 1fr; }
+    DataScreen #model { width: 1fr; }
+    DataScreen #max-length { width: 8; }
+    DataScreen .field { width: 1fr; margin-right: 1; }
+    DataScreen #preview, DataScreen #datasets { height: 1fr; }
+    DataScreen #status { height: 1; padding: 0 1; }
+    DataScreen .error { color: $error; }
+    DataScreen TabPane { padding: 0 1; }
+    DataScreen #split-form Label { width: 14; }
+    DataScreen #split-form Horizontal { height: 1; }
+    DataScreen #do-split { margin-top: 1; }
+    """
+    BINDINGS = [
+        Binding("ctrl+o", "focus_path", "Open file"),
+        Binding("ctrl+l", "lengths", "Lengths"),
+        Binding("ctrl+s", "split", "Split"),
+    ]
+
+    def __init__(self, converter_factory: Callable[[str, Path], JobClient] = start_conversion) -> None:
+        super().__init__()
+        self.converter_factory = converter_factory
+        self.prepared: Prepared | None = None
+        self.stats: dict[str, Any] | None = None
+        self.converter: JobClient | None = None
+
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("Data: coming soon")
+        with Horizontal(classes="row"):
+            yield Label("File")
+            yield Input(placeholder=".jsonl .json .csv .tsv .parquet or a save_to_disk dir", id="path",
+                        suggester=PathSuggester())
+        with TabbedContent(id="tabs"):
+            with TabPane("Preview", id="tab-preview"):
+                yield DataTable(id="preview", cursor_type="row", zebra_stripes=True)
+            with TabPane("Schema", id="tab-schema"):
+                with VerticalScroll():
+                    yield Static(id="schema-info")
+                    with Horizontal(classes="row"):
+                        yield Label("Mapping")
+                        yield Input(placeholder="e.g. prompt=질문,response=답변 or schema=qa", id="mapping")
+                    with Horizontal(classes="row"):
+                        yield Label("System")
+                        yield Input(placeholder="system prompt for rows without one (optional)", id="system")
+            with TabPane("Lengths", id="tab-lengths"):
+                with VerticalScroll():
+                    with Horizontal(classes="row"):
+                        yield Label("Model")
+                        yield Input(DEFAULT_MODEL, id="model")
+                        yield Label(" max_length")
+                        yield Input("1024", id="max-length", type="integer")
+                    yield Static("Press ctrl+l to measure token lengths.", id="stats")
+                    yield Static(id="histogram")
+            with TabPane("Split", id="tab-split"):
+                with Vertical(id="split-form"):
+                    for label, field_id, value in (("Name", "name", ""), ("Ratios", "ratios", "8:1:1"),
+                                                   ("Seed", "seed", "42"), ("Stratify col", "stratify", ""),
+                                                   ("Augment ×N", "augment", "1")):
+                        with Horizontal():
+                            yield Label(label)
+                            yield Input(value, id=field_id, classes="field",
+                                        type="integer" if field_id in ("seed", "augment") else "text")
+                    yield Button("Split (ctrl+s)", id="do-split", variant="primary")
+                    yield Static(id="split-result")
+            with TabPane("Datasets", id="tab-datasets"):
+                yield DataTable(id="datasets", cursor_type="row", zebra_stripes=True)
+        yield Static(id="status")
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#preview", DataTable).add_columns("#", "where", "prompt", "answer")
+        self.query_one("#datasets", DataTable).add_columns("name", "train", "val", "test", "schema", "created")
+        self.refresh_datasets()
+        self.open_demo()
+
+    def on_unmount(self) -> None:
+        if self.converter is not None:
+            self.converter.close()
+
+    # -- status line ---------------------------------------------------------------------------
+    def set_status(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#status", Static)
+        status.update(text)
+        status.set_class(error, "error")
+
+    # -- loading -------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="load")
+    def open_demo(self) -> None:
+        """The first five minutes: the bundled demo, already split into the workspace, is what is shown."""
+        try:
+            ensure_demo_dataset(self.app.workspace)
+        except UserError as error:
+            self.app.call_from_thread(self.set_status, str(error), True)
+            return
+        self.app.call_from_thread(self._start_with, str(DEMO_FILE))
+
+    def _start_with(self, path: str) -> None:
+        self.refresh_datasets()
+        path_input = self.query_one("#path", Input)
+        if not path_input.value:
+            path_input.value = path
+            self.load()
+
+    def action_focus_path(self) -> None:
+        self.query_one("#path", Input).focus()
+
+    @on(Input.Submitted, "#path, #mapping, #system")
+    def _reload(self) -> None:
+        self.load()
+
+    def load(self) -> None:
+        path = self.query_one("#path", Input).value.strip()
+        if not path:
+            self.set_status("type a file path (→ completes), then enter", error=True)
+            return
+        self.set_status(f"loading {path} …")
+        self._load(path, self.query_one("#mapping", Input).value, self.query_one("#system", Input).value,
+                   self.query_one("#stratify", Input).value.strip() or None)
+
+    @work(thread=True, exclusive=True, group="load")
+    def _load(self, path: str, mapping: str, system: str, stratify: str | None) -> None:
+        try:
+            prepared = prepare(path, parse_mapping(mapping), skip_bad=True, system_prompt=system, stratify=stratify)
+        except UserError as error:
+            self.app.call_from_thread(self.set_status, str(error), True)
+            return
+        self.app.call_from_thread(self._show_prepared, prepared)
+
+    def _show_prepared(self, prepared: Prepared) -> None:
+        self.prepared = prepared
+        self.stats = None
+        table = self.query_one("#preview", DataTable)
+        table.clear()
+        unit = prepared.source.unit
+        for number, row in enumerate(prepared.rows[:PREVIEW_ROWS], start=1):
+            prompt = next((c for r, c in reversed(row.messages[:-1]) if r == "user"), "")
+            table.add_row(str(number), f"{unit} {row.location}", clip(prompt, 40), clip(row.messages[-1][1], 40))
+        report = prepared.report()
+        mapping = self.query_one("#mapping", Input)
+        mapping.placeholder = f"detected: {prepared.mapping.describe()}"
+        self.query_one("#schema-info", Static).update(self._schema_text(report))
+        if not self.query_one("#name", Input).value:
+            self.query_one("#name", Input).value = _dataset_name(prepared.source.path)
+        self.query_one("#stats", Static).update("Press ctrl+l to measure token lengths.")
+        self.query_one("#histogram", Static).update("")
+        dropped = report["bad_rows"] + report["empty_prompt"] + report["empty_response"] + report["duplicates_dropped"]
+        self.set_status(f"{prepared.source.path.name}: {report['usable_rows']} usable rows, schema "
+                        f"{report['schema']}" + (f", {dropped} dropped (see Schema)" if dropped else ""))
+        self.measure_lengths(convert=False)  # shown at once when the tokenizer is at hand
+
+    @staticmethod
+    def _schema_text(report: dict[str, Any]) -> Text:
+        text = Text()
+        encoding = f" ({report['encoding']})" if report["encoding"] else ""
+        text.append(f"format {report['format']}{encoding} · schema ", style="")
+        text.append(report["schema"], style="bold")
+        text.append(f"\nmapping {', '.join(f'{k}={v}' for k, v in report['mapping'].items())}")
+        text.append(f"\ncolumns {', '.join(report['columns'])}")
+        text.append(f"\n{report['rows_read']} read · {report['usable_rows']} usable · "
+                    f"{report['multi_turn_rows']} multi-turn\n")
+        for key, label in (("bad_rows", "malformed (skipped)"), ("empty_prompt", "empty prompt"),
+                           ("empty_response", "empty answer")):
+            if report[key]:
+                examples = "; ".join(report[f"{key}_examples"][:3])
+                text.append(f"{report[key]} {label}: {examples}\n", style="yellow")
+        if report["duplicates_dropped"]:
+            text.append(f"{report['duplicates_dropped']} exact duplicates dropped\n", style="yellow")
+        return text
+
+    # -- token lengths ---------------------------------------------------------------------------
+    @on(Input.Submitted, "#model, #max-length")
+    def action_lengths(self) -> None:
+        self.query_one("#tabs", TabbedContent).active = "tab-lengths"
+        self.measure_lengths(convert=True)
+
+    def measure_lengths(self, convert: bool) -> None:
+        """Token statistics in a worker; a GGUF model is converted first only when `convert` (a keypress)."""
+        if self.prepared is None:
+            self.set_status("load a file first", error=True)
+            return
+        spec = self.query_one("#model", Input).value.strip()
+        try:
+            max_length = int(self.query_one("#max-length", Input).value or "0")
+        except ValueError:
+            max_length = 0
+        if max_length < 1:
+            self.set_status("max_length: a positive number of tokens", error=True)
+            return
+        self.query_one("#stats", Static).update(f"measuring with {spec} …")
+        self._measure(self.prepared, spec, max_length, convert)
+
+    @work(thread=True, exclusive=True, group="stats")
+    def _measure(self, prepared: Prepared, spec: str, max_length: int, convert: bool) -> None:
+        try:
+            tok = load_chat_tokenizer(spec, self.app.workspace)
+            stats = token_statistics([row.messages for row in prepared.rows], tok, max_length)
+        except NeedsConversion:
+            if convert:
+                self.app.call_from_thread(self._convert, spec)
+            else:
+                self.app.call_from_thread(self.query_one("#stats", Static).update,
+                                          f"{spec} is converted once (about 30 s) before its tokenizer can be "
+                                          f"used: press ctrl+l.")
+            return
+        except UserError as error:
+            self.app.call_from_thread(self._stats_error, str(error))
+            return
+        self.app.call_from_thread(self._show_stats, prepared, stats)
+
+    def _stats_error(self, message: str) -> None:
+        self.query_one("#stats", Static).update(Text(message, style="red"))
+        self.set_status(message, error=True)
+
+    def _show_stats(self, prepared: Prepared, stats: dict[str, Any]) -> None:
+        if prepared is not self.prepared:
+            return  # a newer file was loaded meanwhile
+        self.stats = stats
+        self.query_one("#stats", Static).update(stats_text(stats))
+        self.query_one("#histogram", Static).update(histogram_text(stats))
+        self.set_status(stats["warning"] or f"token lengths measured: p99 total {stats['total']['p99']}",
+                        error=bool(stats["warning"]))
+
+    def _convert(self, spec: str) -> None:
+        self.query_one("#stats", Static).update(f"{spec}: converting the model once for its tokenizer …")
+        self._run_conversion(spec)
+
+    @work(thread=True, exclusive=True, group="convert")
+    def _run_conversion(self, spec: str) -> None:
+        self.converter = client = self.converter_factory(spec, self.app.workspace.root)
+        failed = None
+        try:
+            for message in client.messages():
+                if message.get("type") == "log":
+                    self.app.call_from_thread(self.set_status, f"{spec}: {message.get('message')}")
+                elif message.get("type") == "error":
+                    failed = str(message.get("message"))
+        finally:
+            client.close()
+            self.converter = None
+        if failed:
+            self.app.call_from_thread(self._stats_error, f"conversion failed: {failed}")
+        else:
+            self.app.call_from_thread(self.measure_lengths, False)
+
+    # -- split -----------------------------------------------------------------------------------
+    @on(Button.Pressed, "#do-split")
+    def action_split(self) -> None:
+        if self.prepared is None:
+            self.set_status("load a file first", error=True)
+            return
+        values = {field: self.query_one(f"#{field}", Input).value.strip()
+                  for field in ("name", "ratios", "seed", "stratify", "augment")}
+        try:
+            if not values["name"]:
+                raise UserError("Name: give the prepared dataset a name")
+            ratios = parse_ratios(values["ratios"])
+            out = self.app.workspace.dataset_dir(values["name"])
+            seed = int(values["seed"] or 42)
+            augment = int(values["augment"] or 1)
+        except (UserError, ValueError) as error:
+            self.set_status(str(error), error=True)
+            return
+        self.query_one("#tabs", TabbedContent).active = "tab-split"
+        self.set_status(f"splitting into {out} …")
+        self._split(self.query_one("#path", Input).value.strip(), out, ratios, seed, augment, values["stratify"] or None)
+
+    @work(thread=True, exclusive=True, group="split")
+    def _split(self, path: str, out: Path, ratios, seed: int, augment: int, stratify: str | None) -> None:
+        prepared = self.prepared
+        try:
+            if stratify != prepared.stratify:  # the strata are read while loading
+                prepared = prepare(path, parse_mapping(self.query_one("#mapping", Input).value), skip_bad=True,
+                                   system_prompt=prepared.system_prompt, stratify=stratify)
+            manifest = split_dataset(prepared, out, ratios, seed=seed, augment_templates=augment,
+                                     token_stats=self.stats if self.stats and self.stats["rows"] == len(prepared.rows)
+                                     else None)
+        except UserError as error:
+            self.app.call_from_thread(self.set_status, str(error), True)
+            return
+        self.app.call_from_thread(self._split_done, out, manifest)
+
+    def _split_done(self, out: Path, manifest: dict[str, Any]) -> None:
+        counts = manifest["counts"]
+        text = f"wrote {out}\ntrain {counts['train']} · val {counts['val']} · test {counts['test']} rows"
+        self.query_one("#split-result", Static).update(text)
+        self.set_status(f"split done: {out.name} (train {counts['train']}, val {counts['val']}, test {counts['test']})")
+        self.refresh_datasets()
+
+    # -- prepared datasets -----------------------------------------------------------------------
+    def refresh_datasets(self) -> None:
+        table = self.query_one("#datasets", DataTable)
+        table.clear()
+        for entry in list_datasets(self.app.workspace):
+            counts = entry["counts"]
+            table.add_row(entry["name"], *(str(counts.get(s, "-")) for s in ("train", "val", "test")),
+                          entry["schema"] or "-", (entry["created"] or "-")[:16], key=entry["name"])
+
+
+def _dataset_name(path: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.") or "dataset"
+    return name[:100]
