@@ -124,25 +124,19 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from workbench.core.launcher import launch
+    from workbench.core.launcher import relaunch
 
     run = _run(args)
-    state = run.state()
-    if state == "paused":
+    if run.state() == "paused":
         run.request("resume")
         print(f"resume requested for paused run {run.run_id}")
         if args.wait:
             print(f"run {run.run_id} is {_wait_for(run, ('running', 'stopped', 'completed', 'failed', 'interrupted'))}")
         return 0
-    if state in ACTIVE_STATES:
-        raise UserError(f"run {run.run_id} is {state}; only a paused, stopped, failed or interrupted run resumes")
-    if state == "completed":
-        raise UserError(f"run {run.run_id} already completed; start a new run to train further")
-    checkpoint = run.latest_checkpoint()
-    if checkpoint is None:
-        raise UserError(f"run {run.run_id} has no complete checkpoint to resume from")
     offset = run.events_path.stat().st_size if run.events_path.exists() else 0
-    launch(run, resume_from=checkpoint)
+    checkpoint, discarded = relaunch(run)
+    for partial in discarded:
+        print(f"discarded {partial.name}: its save was cut short (no completion marker)")
     print(f"resuming {run.run_id} from {checkpoint.name} (optimizer, scheduler and RNG state)")
     if args.detach:
         return 0

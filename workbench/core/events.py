@@ -54,6 +54,18 @@ class EventWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self.path, "a", encoding="utf-8")
+        if self._ends_with_torn_line():
+            # A writer killed mid-line (kill -9) left a fragment; end it so the next event parses.
+            self._handle.write("\n")
+            self._handle.flush()
+
+    def _ends_with_torn_line(self) -> bool:
+        with open(self.path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() == 0:
+                return False
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
 
     def emit(self, event_type: str, **fields: Any) -> dict[str, Any]:
         event = make_event(event_type, **fields)

@@ -13,13 +13,30 @@ import sys
 import time
 from pathlib import Path
 
-from workbench.core.runs import RunDir
+from workbench.core import distributed
+from workbench.core.config import load_run_config
+from workbench.core.memory import detect_gpus
+from workbench.core.errors import UserError
+from workbench.core.runs import ACTIVE_STATES, RunDir
 
 STARTUP_WAIT_S = 30.0
 
 
 def trainer_command(run: RunDir, resume_from: Path | None = None) -> list[str]:
-    command = [sys.executable, "-m", "workbench.engine.trainer", str(run.path)]
+    """`python -m workbench.engine.trainer RUN_DIR`, or the same under `accelerate launch` when the run's
+    `distributed` section asks for several processes, a sharding strategy or particular GPUs (then the
+    accelerate/DeepSpeed config is written into the run directory first; a UserError refuses a setup
+    this machine cannot run, before anything is written)."""
+    config = load_run_config(run.config_path)
+    if not distributed.needs_accelerate(config):
+        command = [sys.executable, "-m", "workbench.engine.trainer", str(run.path)]
+    else:
+        gpus = len(detect_gpus())
+        distributed.check(config, gpus)
+        accelerate_yaml = distributed.write_launch_files(config, run.path, cuda=gpus > 0)
+        # Rank 0 records its parent, the accelerate launcher: the process the UI monitors and signals.
+        command = [*distributed.launch_prefix(accelerate_yaml), "workbench.engine.trainer", str(run.path),
+                   "--record-parent-pid"]
     if resume_from is not None:
         command += ["--resume-from", str(resume_from)]
     return command
@@ -27,7 +44,7 @@ def trainer_command(run: RunDir, resume_from: Path | None = None) -> list[str]:
 
 def launch(run: RunDir, resume_from: Path | None = None, env: dict[str, str] | None = None) -> int:
     """Start the trainer for `run` and return its pid once the child has announced itself."""
-    command = trainer_command(run, resume_from)
+    command = trainer_command(run, resume_from)  # first: a refused setup leaves the run untouched
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     child_env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -54,3 +71,25 @@ def launch(run: RunDir, resume_from: Path | None = None, env: dict[str, str] | N
     # Dropping the Popen object is enough: subprocess reaps the child when it exits, and pid_alive()
     # treats a not-yet-reaped zombie as gone.
     return process.pid
+
+
+def resume_checkpoint(run: RunDir) -> Path:
+    """The newest complete checkpoint a stopped, failed or interrupted run restarts from."""
+    state = run.state()
+    if state in ACTIVE_STATES:
+        raise UserError(f"run {run.run_id} is {state}; only a paused, stopped, failed or interrupted run resumes")
+    if state == "completed":
+        raise UserError(f"run {run.run_id} already completed; start a new run to train further")
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is None:
+        raise UserError(f"run {run.run_id} has no complete checkpoint to resume from")
+    return checkpoint
+
+
+def relaunch(run: RunDir) -> tuple[Path, list[Path]]:
+    """Restart a stopped/failed/interrupted run from its newest complete checkpoint (optimizer, scheduler and
+    RNG state included); checkpoints whose save was cut short are discarded first. Returns both."""
+    checkpoint = resume_checkpoint(run)
+    discarded = run.discard_incomplete_checkpoints()
+    launch(run, resume_from=checkpoint)
+    return checkpoint, discarded

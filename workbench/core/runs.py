@@ -157,6 +157,14 @@ class RunDir:
             found.append((int(step), child))
         return [path for _, path in sorted(found)]
 
+    def discard_incomplete_checkpoints(self) -> list[Path]:
+        """Remove checkpoint directories without the completion marker (a save cut short by a kill)."""
+        complete = set(self.checkpoints())
+        removed = [p for p in self.checkpoints(complete_only=False) if p not in complete]
+        for path in removed:
+            shutil.rmtree(path, ignore_errors=True)
+        return removed
+
     def latest_checkpoint(self) -> Path | None:
         complete = self.checkpoints()
         return complete[-1] if complete else None

@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import get_current_worker
 
 from workbench.core.errors import UserError
+from workbench.core.launcher import relaunch, resume_checkpoint
 from workbench.core.runs import ACTIVE_STATES, RunDir, list_runs, open_run
 from workbench.ui.widgets.confirm import ConfirmScreen
 
@@ -179,16 +180,10 @@ class TrainScreen(Screen):
                     "Resume continues it in place.")
         if state == "paused":
             return f"Resume paused run {run.run_id}?"
-        if state in ACTIVE_STATES:
-            self.notify(f"run is {state}; only a paused, stopped, failed or interrupted run resumes",
-                        severity="warning")
-            return None
-        if state == "completed":
-            self.notify("run already completed; start a new run to train further", severity="warning")
-            return None
-        checkpoint = run.latest_checkpoint()
-        if checkpoint is None:
-            self.notify(f"{run.run_id} has no complete checkpoint to resume from", severity="error")
+        try:
+            checkpoint = resume_checkpoint(run)
+        except UserError as error:
+            self.notify(str(error), severity="warning")
             return None
         return (f"Restart {run.run_id} from {checkpoint.name}?\nOptimizer, scheduler and RNG state are "
                 "restored, so the losses continue as if it had never stopped.")
@@ -201,8 +196,5 @@ class TrainScreen(Screen):
         self.run_worker(lambda: self._relaunch(run), thread=True, group="relaunch")
 
     def _relaunch(self, run: RunDir) -> None:
-        from workbench.core.launcher import launch
-
-        checkpoint = run.latest_checkpoint()
-        launch(run, resume_from=checkpoint)
+        checkpoint, _ = relaunch(run)
         self.app.call_from_thread(self.notify, f"{run.run_id} restarted from {checkpoint.name}")
