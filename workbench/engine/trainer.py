@@ -23,20 +23,23 @@ OOM_HINT = ("out of memory: lower training.per_device_train_batch_size (raise gr
             "training.max_length")
 
 
-def _announce(run: RunDir) -> None:
-    """Record our pid before any heavy import, so the launcher and the UI see a live trainer at once."""
-    run.write_status("starting", pid=os.getpid(), error=None)
+def _announce(run: RunDir, parent: bool) -> None:
+    """Record our pid before any heavy import, so the launcher and the UI see a live trainer at once.
+    Under `accelerate launch` that is the launcher's pid (our parent), which outlives every rank."""
+    run.write_status("starting", pid=os.getppid() if parent else os.getpid(), error=None)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workbench.engine.trainer")
     parser.add_argument("run_dir")
     parser.add_argument("--resume-from", help="checkpoint directory to resume from")
+    parser.add_argument("--record-parent-pid", action="store_true",
+                        help="record the parent's pid in status.json (set by the accelerate launch path)")
     args = parser.parse_args(argv)
     run = RunDir(Path(args.run_dir).resolve())
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
-        _announce(run)
+        _announce(run, args.record_parent_pid)
     from workbench.engine.session import TrainingSession
 
     session = TrainingSession(run, resume_from=Path(args.resume_from) if args.resume_from else None,
