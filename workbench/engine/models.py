@@ -38,7 +38,10 @@ def materialize(ref: ModelRef, log=print) -> str:
     gguf_dir, gguf_file = str(ref.path.parent), ref.path.name
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
     loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
-    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # the weights are dequantized; a saved GGUF flag blocks training
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     staging = ref.cache_dir.with_name(f".{ref.cache_dir.name}.{os.getpid()}.partial")
