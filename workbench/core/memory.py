@@ -287,7 +287,11 @@ class MemoryEstimate:
 
 def estimate_memory(config: RunConfig, shape: ModelShape, gpu: "GpuInfo | None" = None,
                     gradient_checkpointing: bool | None = None) -> MemoryEstimate:
-    """Peak training memory of one process for `config` on a model of `shape`."""
+    """Peak training memory of one process for `config` on a model of `shape`.
+
+    With several processes (config.distributed), FSDP and DeepSpeed ZeRO-3 split the weights and the
+    adapter over them, ZeRO-2 splits gradients and optimizer state, FSDP/ZeRO-3 split those too; DDP
+    keeps a full copy per GPU. Activations and logits are per process either way."""
     total = parameter_count(shape)
     trainable = lora_parameter_count(shape, config)
     act_bytes = _activation_dtype_bytes(config)
@@ -305,13 +309,16 @@ def estimate_memory(config: RunConfig, shape: ModelShape, gpu: "GpuInfo | None" 
         layers = shape.layers + shape.encoder_layers
         # Only each layer's input is kept; one layer's activations are recomputed at a time.
         per_token = layers * shape.hidden + per_token / max(layers, 1)
+    processes, strategy = config.distributed.num_processes, config.distributed.strategy
+    weight_shards = processes if strategy in ("fsdp", "deepspeed-zero3") else 1
+    state_shards = processes if strategy != "ddp" else 1
     return MemoryEstimate(
         total_params=total,
         trainable_params=trainable,
-        weights_bytes=weights,
-        adapter_bytes=trainable * 4.0,
-        gradients_bytes=trainable * 4.0,
-        optimizer_bytes=trainable * float(_optimizer_bytes_per_parameter(config.training.optim)),
+        weights_bytes=weights / weight_shards,
+        adapter_bytes=trainable * 4.0 / weight_shards,
+        gradients_bytes=trainable * 4.0 / state_shards,
+        optimizer_bytes=trainable * float(_optimizer_bytes_per_parameter(config.training.optim)) / state_shards,
         activations_bytes=tokens * per_token * act_bytes,
         logits_bytes=tokens * shape.vocab * float(LOGITS_BYTES_PER_ELEMENT),
         overhead_bytes=float(CUDA_CONTEXT_BYTES),

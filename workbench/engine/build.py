@@ -17,6 +17,8 @@ from workbench.engine.sft_data import load_split
 def resolve_precision(config: RunConfig) -> str:
     """'bf16' | 'fp16' | 'fp32' for autocast: bf16 where the GPU supports it, fp16 on older GPUs."""
     precision = config.training.precision
+    if precision == "auto" and config.distributed.mixed_precision != "auto":
+        precision = {"no": "fp32"}.get(config.distributed.mixed_precision, config.distributed.mixed_precision)
     if precision != "auto":
         if precision == "fp16" and not torch.cuda.is_available():
             raise UserError("training.precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")

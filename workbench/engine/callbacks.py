@@ -49,6 +49,23 @@ class GpuProbe:
                 pass
         return fields
 
+    def sample_all_ranks(self) -> dict:
+        """sample() with vram_*_mb the maximum over ranks and vram_per_gpu_mb each rank's allocated VRAM
+        (rank order); on the CPU the list is None and no collective runs. Every rank must call it."""
+        fields = self.sample()
+        if not self.cuda:
+            return {**fields, "vram_per_gpu_mb": None}
+        samples = [fields]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            samples = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(samples, fields)
+        merged = dict(fields)
+        for key in ("vram_allocated_mb", "vram_reserved_mb", "vram_peak_mb", "gpu_util"):
+            values = [sample[key] for sample in samples if sample[key] is not None]
+            merged[key] = max(values) if values else None
+        merged["vram_per_gpu_mb"] = [sample["vram_allocated_mb"] for sample in samples]
+        return merged
+
 
 class EventCallback(TrainerCallback):
     """Appends start/step/eval/checkpoint events (rank 0 only) and marks complete checkpoints."""
@@ -74,7 +91,10 @@ class EventCallback(TrainerCallback):
             self.run.write_status("running")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or "loss" not in logs:
+        if not logs or "loss" not in logs:
+            return
+        gpu = self.gpu.sample_all_ranks()  # collective: every rank takes part, rank 0 writes
+        if not state.is_world_process_zero:
             return
         now = time.monotonic()
         elapsed = now - self._last_time if self._last_time is not None else None
@@ -97,7 +117,7 @@ class EventCallback(TrainerCallback):
             tokens_per_s=tokens_per_s,
             ram_mb=self.process.memory_info().rss / (1024 * 1024),
             eta_s=remaining * self._step_seconds if self._step_seconds is not None else None,
-            **self.gpu.sample(),
+            **gpu,
         )
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):

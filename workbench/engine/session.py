@@ -107,6 +107,9 @@ class TrainingSession:
         trainer = self.trainer
         target = self.run.adapter_path
         staging = target.with_name(".adapter.partial")
+        if getattr(trainer, "is_fsdp_enabled", False):
+            # Checkpoints stay sharded; the adapter itself is gathered whole once (PEFT's FSDP recipe).
+            trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
         trainer.save_model(str(staging))  # collective under FSDP/DeepSpeed; writes only on the main process
         if self.is_main:
             import shutil
