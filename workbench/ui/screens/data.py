@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -67,8 +68,13 @@ class PathSuggester(Suggester):
 
 
 def clip(text: str, width: int) -> str:
+    """One line of at most `width` terminal cells (Hangul takes two)."""
     text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if cell_len(text) <= width:
+        return text
+    while cell_len(text) > width - 1:
+        text = text[: -max(1, (cell_len(text) - width) // 2)]
+    return text + "…"
 
 
 def histogram_text(stats: dict[str, Any]) -> Text:
@@ -106,11 +112,13 @@ class DataScreen(Screen):
     DEFAULT_CSS = """
     DataScreen Horizontal.row { height: 1; margin: 0 0 1 0; }
     DataScreen .row Label { padding: 0 1 0 0; }
-    DataScreen Input { border: none; height: 1; padding: 0 1; }
+    DataScreen Input, DataScreen Input:focus { border: none; height: 1; padding: 0 1; }
     DataScreen #path { width: 1fr; }
     DataScreen #model { width: 1fr; }
     DataScreen #max-length { width: 8; }
     DataScreen .field { width: 1fr; margin-right: 1; }
+    DataScreen #tabs { height: 1fr; }
+    DataScreen TabPane { height: 1fr; }
     DataScreen #preview, DataScreen #datasets { height: 1fr; }
     DataScreen #status { height: 1; padding: 0 1; }
     DataScreen .error { color: $error; }
@@ -120,7 +128,7 @@ class DataScreen(Screen):
     DataScreen #do-split { margin-top: 1; }
     """
     BINDINGS = [
-        Binding("ctrl+o", "focus_path", "Open file"),
+        Binding("ctrl+o", "focus_path", "Open file", show=False),
         Binding("ctrl+l", "lengths", "Lengths"),
         Binding("ctrl+s", "split", "Split"),
     ]
@@ -136,7 +144,7 @@ class DataScreen(Screen):
         yield Header()
         with Horizontal(classes="row"):
             yield Label("File")
-            yield Input(placeholder=".jsonl .json .csv .tsv .parquet or a save_to_disk dir", id="path",
+            yield Input(placeholder="path (ctrl+o): .jsonl .json .csv .tsv .parquet, save_to_disk dir", id="path",
                         suggester=PathSuggester())
         with TabbedContent(id="tabs"):
             with TabPane("Preview", id="tab-preview"):
@@ -176,9 +184,10 @@ class DataScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#preview", DataTable).add_columns("#", "where", "prompt", "answer")
+        self.query_one("#preview", DataTable).add_columns("#", "src", "prompt", "answer")
         self.query_one("#datasets", DataTable).add_columns("name", "train", "val", "test", "schema", "created")
         self.refresh_datasets()
+        self.query_one("#preview", DataTable).focus()  # so that the single-key screen switches work at once
         self.open_demo()
 
     def on_unmount(self) -> None:
@@ -239,10 +248,9 @@ class DataScreen(Screen):
         self.stats = None
         table = self.query_one("#preview", DataTable)
         table.clear()
-        unit = prepared.source.unit
         for number, row in enumerate(prepared.rows[:PREVIEW_ROWS], start=1):
             prompt = next((c for r, c in reversed(row.messages[:-1]) if r == "user"), "")
-            table.add_row(str(number), f"{unit} {row.location}", clip(prompt, 40), clip(row.messages[-1][1], 40))
+            table.add_row(str(number), str(row.location), clip(prompt, 34), clip(row.messages[-1][1], 28))
         report = prepared.report()
         mapping = self.query_one("#mapping", Input)
         mapping.placeholder = f"detected: {prepared.mapping.describe()}"
