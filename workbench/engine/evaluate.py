@@ -146,18 +146,23 @@ def greedy_settings(tokenizer, pad_id: int) -> dict[str, Any]:
 
 
 def load_run_model(run: RunDir, config: RunConfig, workspace: Workspace):
-    """Base + adapter exactly as trained (4-bit base for QLoRA), on the GPU when there is one."""
+    """Base + adapter exactly as trained (4-bit base for QLoRA), loaded straight onto the GPU if there is one."""
     import torch
+    from peft import PeftModel
 
-    from workbench.engine.models import compute_dtype, load_adapter_model, load_tokenizer, resolve_and_materialize
+    from workbench.engine.models import compute_dtype, load_model, load_tokenizer, resolve_and_materialize
 
     source = resolve_and_materialize(config.model.name_or_path, workspace, log=lambda m: emit("status", message=m))
     tokenizer = load_tokenizer(source, config.model)
     quantized = config.quantization.load_in_4bit or config.quantization.load_in_8bit
-    model = load_adapter_model(run.adapter_path, source, config.model,
-                               config.quantization if quantized else None)
-    if not quantized and torch.cuda.is_available():
-        model = model.to(device="cuda", dtype=compute_dtype(config.model.dtype))
+    if quantized:  # load_model places the 4-bit base itself
+        base = load_model(source, config.model, config.quantization)
+    elif torch.cuda.is_available():
+        base = load_model(source, config.model, dtype=compute_dtype(config.model.dtype),
+                          device_map={"": torch.cuda.current_device()})
+    else:
+        base = load_model(source, config.model)
+    model = PeftModel.from_pretrained(base, str(run.adapter_path))
     model.eval()
     return model, tokenizer
 
