@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from textual.widgets import Input
+
 from fake_trainer import make_run, write_history
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.runs import CompareScreen
@@ -66,6 +68,20 @@ async def test_single_keys_switch_modes_and_help_opens(workspace):
         assert type(app.screen).__name__ == "HelpScreen"
         await pilot.press("escape")
         assert type(app.screen).__name__ == "DataScreen"
+
+
+async def test_alt_keys_switch_modes_while_a_text_field_has_focus(workspace):
+    app = WorkbenchApp(workspace, initial_mode="playground")
+    async with app.run_test(size=(80, 24)) as pilot:
+        field = app.screen.query(Input).first()
+        field.focus()
+        await pilot.pause()
+        await pilot.press("r")  # a plain key is text for the field
+        assert app.current_mode == "playground" and field.value.endswith("r")
+        await pilot.press("alt+r")
+        assert app.current_mode == "runs"
+        await pilot.press("alt+t")
+        assert app.current_mode == "train"
 
 
 async def test_theme_switch_is_remembered_in_the_workspace(workspace):

@@ -58,6 +58,10 @@ class WorkbenchApp(App):
         Binding("g", "mode('playground')", "Play"),
         Binding("e", "mode('evaluate')", "Eval"),
         Binding("s", "mode('system')", "System"),
+        # The single keys above go to a focused text field first; alt+key switches from anywhere.
+        *[Binding(f"alt+{key}", f"mode('{mode}')", show=False, priority=True)
+          for key, mode in (("d", "data"), ("p", "presets"), ("t", "train"), ("r", "runs"),
+                            ("g", "playground"), ("e", "evaluate"), ("s", "system"))],
         Binding("question_mark,f1", "help", "Help", key_display="?"),
         Binding("ctrl+t", "next_theme", "Theme", show=False),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),

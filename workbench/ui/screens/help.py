@@ -9,7 +9,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 HELP_TEXT = """\
-[b]Modes[/b] (from anywhere, when no text field has focus)
+[b]Modes[/b] (single keys when no text field has focus; alt+key, e.g. alt+t, from anywhere)
   d  Data: import, inspect and split datasets      p  Presets: LoRA/QLoRA configs, memory estimate
   t  Train: new run and the live view of a run      r  Runs: every run; open, compare, delete
   g  Playground: base vs fine-tuned answers         e  Evaluate / Export
