@@ -157,3 +157,13 @@ def test_memory_estimate_shards_by_strategy():
     assert fsdp.total_bytes == pytest.approx(zero3.total_bytes)
     assert fsdp.activations_bytes == single.activations_bytes
     assert single.total_bytes > zero2.total_bytes > zero3.total_bytes
+
+
+def test_create_run_refuses_before_making_the_run_directory(workspace, monkeypatch):
+    import workbench.core.memory as memory
+    from workbench.core.newrun import create_run
+
+    monkeypatch.setattr(memory, "detect_gpus", lambda: [])
+    with pytest.raises(UserError, match="distributed.strategy 'deepspeed-zero2' needs CUDA GPUs"):
+        create_run(workspace, make_config(distributed={"strategy": "deepspeed-zero2"}), "run-refused")
+    assert not workspace.run_dir("run-refused").exists()

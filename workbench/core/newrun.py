@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from workbench.core import atomic
+from workbench.core import atomic, distributed
 from workbench.core.config import RunConfig, apply_overrides, config_to_dict, deep_merge, validate_config
 from workbench.core.errors import UserError
 from workbench.core.models import resolve_model
@@ -59,6 +59,7 @@ def create_run(workspace: Workspace, config: RunConfig, run_id: str | None = Non
     run = RunDir(workspace.run_dir(run_id))
     if run.path.exists():
         raise UserError(f"run id {run_id!r} already exists in {workspace.runs}")
+    distributed.check_here(config)  # a multi-GPU setup this machine cannot run is refused before any write
     run.path.mkdir(parents=True)
     atomic.write_yaml(run.config_path, config_to_dict(config))
     return run
