@@ -57,6 +57,7 @@ def test_split_around_finds_the_last_copy_of_the_question():
     rendered = "<sys>Q?</sys><user>Q?</user><assistant>"
     assert split_around(rendered, "Q?") == ("<sys>Q?</sys><user>", "Q?", "</user><assistant>")
     assert split_around("changed", "Q?") == ("", "changed", "")
+    assert split_around("<u>Q?</u>", "Q?\n") == ("<u>", "Q?", "</u>")  # a template that trims
 
 
 def _run(workspace, run_id, model, with_adapter=True, checkpoint=None):

@@ -162,6 +162,10 @@ def test_cancel_stops_a_long_generation(playground):
 
 
 def test_left_truncation_keeps_the_assistant_header(playground):
+    short, none_dropped = playground.encode(QUESTION, "Answer briefly.", False, 100)
+    messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": QUESTION}]
+    templated = playground.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert none_dropped == 0 and short == playground.tokenizer(templated, add_special_tokens=False)["input_ids"]
     long_prompt = "부가가치세 신고 기한은 언제인가요? " * 200 + "END"
     ids, dropped = playground.encode(long_prompt, "Answer briefly.", False, 100)
     text = playground.tokenizer.decode(ids)
@@ -221,9 +225,10 @@ def test_worker_streams_two_panes_and_cancels(tiny_llama, adapters, tmp_path):
         ends = {m["pane"]: m for m in rest if m["type"] == "pane_end"}
         assert ends["left"]["cancelled"] and ends["left"]["tokens"] < 480
         assert ends["right"]["cancelled"] and ends["right"]["tokens"] == 0  # the cancel covers queued panes
+        process.process.stdin.close()  # EOF: the worker leaves on its own
+        assert process.process.wait(timeout=120) == 0
     finally:
         process.close()
-    assert process.process.returncode == 0
 
 
 # -- the CLI ------------------------------------------------------------------------------------

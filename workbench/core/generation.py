@@ -86,6 +86,7 @@ def split_around(rendered: str, content: str) -> tuple[str, str, str]:
     The last one, because a system prompt may repeat the question; if the template changed the content
     (stripped it, say), the whole rendered prompt is treated as content so truncation still keeps its end.
     """
+    content = content if content in rendered else content.strip()  # templates often trim the content
     index = rendered.rfind(content) if content else -1
     if index < 0:
         return "", rendered, ""

@@ -159,22 +159,28 @@ class Playground:
         context = self.context_length()
         if max_new_tokens >= context:
             raise UserError(f"max_new_tokens {max_new_tokens} must be below the model's context of {context} tokens")
+        budget = context - max_new_tokens
         tokenize = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         if raw:
             with_specials = self.tokenizer(prompt)["input_ids"]
+            if len(with_specials) <= budget:
+                return with_specials, 0
             content = tokenize(prompt)
             extra = len(with_specials) - len(content)
             keeps_content = extra >= 0 and with_specials[extra:] == content
             prefix = with_specials[:extra] if keeps_content else []  # the BOS a base model expects
             content = content if keeps_content else with_specials
-            return left_truncate(prefix, content, [], context - max_new_tokens)
+            return left_truncate(prefix, content, [], budget)
         if not self.tokenizer.chat_template:
             raise UserError(f"model {self.model_spec} has no chat template: use raw mode for a base model")
         rendered = self.tokenizer.apply_chat_template(
             build_messages(prompt, system), tokenize=False, add_generation_prompt=True
         )
+        whole = tokenize(rendered)  # in one piece unless it must be cut: pieces may tokenize differently
+        if len(whole) <= budget:
+            return whole, 0
         before, content, after = split_around(rendered, prompt)
-        return left_truncate(tokenize(before), tokenize(content), tokenize(after), context - max_new_tokens)
+        return left_truncate(tokenize(before), tokenize(content), tokenize(after), budget)
 
     # -- generation -------------------------------------------------------------------------------
     def generation_config(self, params: GenerationParams) -> GenerationConfig:

@@ -276,6 +276,7 @@ class PlaygroundScreen(Screen):
         self.client: GenerationClient | None = None
         self.loaded: tuple[str, frozenset[str]] | None = None  # (model, adapters) the worker holds
         self.loading = False
+        self.loading_what: tuple[str, frozenset[str]] | None = None
         self.generating = False
         self.pending_generate: dict[str, Any] | None = None
         self.truncated: dict[str, int] = {}
@@ -414,9 +415,9 @@ class PlaygroundScreen(Screen):
         wanted = (request["model"], frozenset(a["name"] for a in request["adapters"]))
         if self.loaded is not None and self.loaded[0] == wanted[0] and wanted[1] <= self.loaded[1]:
             return True
-        self.loading = True
-        self.loaded = None
-        self._wanted = wanted
+        if self.loading and self.loading_what == wanted:
+            return False  # already on its way
+        self.loading, self.loading_what, self.loaded = True, wanted, None
         progress = self.query_one("#progress", ProgressBar)
         progress.update(total=2 + len(wanted[1]), progress=0)
         progress.display = True
