@@ -148,6 +148,7 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
             "run_id": run.run_id, "pid": os.getpid(), "model": config.model.name_or_path, "method": config.method,
             "device": describe_device(), "trainable_params": trainable, "all_params": total, "precision": precision,
             "world_size": args.world_size,
+            "resumed_from_step": int(session.resume_from.name.rsplit("-", 1)[1]) if session.resume_from else None,
         }))
     trainer.add_callback(ControlCallback(run, session.writer, session))
     return trainer

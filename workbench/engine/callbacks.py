@@ -86,8 +86,7 @@ class EventCallback(TrainerCallback):
         self._last_tokens = state.num_input_tokens_seen
         self._last_step = state.global_step
         if state.is_world_process_zero:
-            self.writer.emit("start", total_steps=state.max_steps, resumed_from_step=state.global_step or None,
-                             **self.start_fields)
+            self.writer.emit("start", total_steps=state.max_steps, **self.start_fields)
             self.run.write_status("running")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
