@@ -305,8 +305,8 @@ class PlaygroundScreen(Screen):
             yield Label("System")
             yield Input(id="system", compact=True, placeholder="optional system prompt (chat mode)")
         with Horizontal(id="status-row"):
-            yield Static("ctrl+r generate · ctrl+l preload · tab to an answer: + / - / enter rate or edit it", id="status",
-                         markup=False)
+            yield Static("ctrl+r generate · ctrl+l preload · tab to an answer: + / - / enter rate or edit it",
+                         id="status", markup=False)
             yield ProgressBar(id="progress", show_eta=False, show_percentage=False)
         with Horizontal(id="panes"):
             for pane in PANES:
@@ -314,7 +314,7 @@ class PlaygroundScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.refresh_targets()
+        self.refresh_targets(initial=True)
         self.query_one("#prompt", TextArea).focus()
 
     def on_screen_resume(self) -> None:
@@ -324,15 +324,16 @@ class PlaygroundScreen(Screen):
         if self.client is not None:
             self.client.close()
 
-    def refresh_targets(self) -> None:
-        """Runs and checkpoints with an adapter; the newest run is compared with the base by default."""
+    def refresh_targets(self, initial: bool = False) -> None:
+        """Runs and checkpoints with an adapter. At first the newest run is compared with the base;
+        later the user's choice is kept while its run still exists."""
         choices = list_adapter_choices(self.app.workspace)
         left, right = self.query_one("#target-left", Select), self.query_one("#target-right", Select)
         previous = (left.value, right.value)
         left.set_options([(BASE, BASE), *choices])
         right.set_options([(NONE, NONE), (BASE, BASE), *choices])
         values = {v for _, v in choices} | {BASE, NONE}
-        if previous[0] in values and previous[0] != BASE:
+        if not initial and previous[0] in values:
             left.value, right.value = previous[0], previous[1] if previous[1] in values else NONE
         elif choices:
             left.value, right.value = choices[0][1], BASE
