@@ -19,8 +19,18 @@ from workbench.core.workspace import Workspace
 COMMAND_MODULES = ["demo", "doctor", "data", "presets", "train", "runs", "generate", "evaluate", "export"]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes end like every other user mistake: one `error:` line naming the flag, exit code 2.
+
+    Subcommand parsers inherit the class (argparse builds them with the type of their parent).
+    """
+
+    def error(self, message: str):
+        self.exit(UserError.exit_code, f"error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="lora-workbench",
         description="Terminal workbench for LoRA/QLoRA fine-tuning. Without a command, opens the TUI.",
     )
@@ -46,7 +56,10 @@ def workspace_of(args: argparse.Namespace) -> Workspace:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and usage errors: a return code, as for every command
+        return exit_.code if isinstance(exit_.code, int) else 0
     try:
         if args.command is None:
             from workbench.ui.app import run_app

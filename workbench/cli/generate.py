@@ -122,12 +122,14 @@ class _TextPrinter:
 def cmd_generate(args: argparse.Namespace) -> int:
     from workbench.cli import workspace_of
     from workbench.core.generation import choose_base_model, load_request
+    from workbench.core.models import resolve_model
 
     workspace = workspace_of(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     params = _params(args)
     adapters, panes = _targets(args, workspace)
     model = choose_base_model(args.model, adapters, workspace)
+    resolve_model(model, workspace)  # a wrong --model is named now, not after seconds of importing torch
     load = load_request(model, adapters, workspace)
 
     from workbench.engine.generate import Playground  # torch: only once the arguments are known to be good

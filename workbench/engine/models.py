@@ -99,9 +99,12 @@ def quantization_config(section: QuantizationSection):
 def load_tokenizer(source: str, model: ModelSection):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        source, revision=model.revision, trust_remote_code=model.trust_remote_code
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, revision=model.revision, trust_remote_code=model.trust_remote_code
+        )
+    except (OSError, ValueError) as error:  # no/unusable tokenizer files: the user's model, not our bug
+        raise UserError(f"model {model.name_or_path!r}: cannot load its tokenizer: {_first_line(error)}") from None
     if model.chat_template:
         tokenizer.chat_template = model.chat_template
     if tokenizer.pad_token is None:
@@ -133,13 +136,26 @@ def load_model(source: str, model: ModelSection, quantization: QuantizationSecti
     try:
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as error:
-        message = str(error).splitlines()[0]
-        if "safetensors" in message or "model.safetensors" in message:
+        message = _first_line(error)
+        if not model.allow_pickle_weights and _may_have_pickle_weights(source, message):
             raise UserError(
                 f"model {model.name_or_path!r}: no safetensors weights; pickle-based .bin weights load only with "
                 f"--set model.allow_pickle_weights=true"
             ) from None
         raise UserError(f"model {model.name_or_path!r}: {message}") from None
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _may_have_pickle_weights(source: str, message: str) -> bool:
+    """A local directory with pytorch_model*.bin files, or a hub repo that transformers found without
+    safetensors (it may hold .bin weights); a local directory with no weights at all gets the plain error."""
+    path = Path(source)
+    if path.is_dir():
+        return any(path.glob("pytorch_model*.bin"))
+    return "safetensors" in message
 
 
 def load_for_config(config: RunConfig, workspace: Workspace, log=print, dtype: torch.dtype | None = None):
