@@ -102,3 +102,14 @@ def test_unconverted_gguf_model_asks_for_conversion(workspace, tmp_path):
         load_chat_tokenizer(str(gguf), workspace)
     with pytest.raises(UserError, match="no tokenizer.json"):
         ChatTokenizer(tmp_path)
+
+
+def test_large_data_is_measured_on_a_labelled_seeded_sample(word_tokenizer, workspace):
+    tok = load_chat_tokenizer(str(word_tokenizer), workspace)
+    conversations = [(("user", "a " * (i % 7 + 1)), ("assistant", "x")) for i in range(50)]
+    sampled = token_statistics(conversations, tok, max_length=100, sample=20)
+    assert (sampled["rows"], sampled["measured_rows"]) == (50, 20)
+    assert token_statistics(conversations, tok, max_length=100, sample=20) == sampled  # seeded
+    exact = token_statistics(conversations, tok, max_length=100, sample=0)
+    assert (exact["rows"], exact["measured_rows"]) == (50, 50)
+    assert exact["prompt"]["min"] == 8 and exact["prompt"]["max"] == 14  # <s> user : a.. </s> <s> assistant :

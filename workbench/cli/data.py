@@ -18,6 +18,9 @@ def register(subparsers) -> None:
     inspect.add_argument("file", help=".jsonl .json .csv .tsv .parquet or a datasets.save_to_disk directory")
     inspect.add_argument("--model", help="measure token lengths with this model's tokenizer and chat template")
     inspect.add_argument("--max-length", type=int, default=1024, help="cutoff length to check (default 1024)")
+    inspect.add_argument("--sample", type=int, default=200_000, metavar="N",
+                         help="measure token lengths on a seeded sample of N rows when there are more "
+                              "(default 200000; 0 measures every row)")
     inspect.add_argument("--mapping", action="append", help=mapping_help)
     inspect.add_argument("--skip-bad", action="store_true", help="skip malformed rows instead of failing")
     inspect.add_argument("--system-prompt", help="system message added to rows that have none")
@@ -77,8 +80,10 @@ def _print_report(report: dict[str, Any]) -> None:
 
 
 def _print_stats(stats: dict[str, Any]) -> None:
+    sampled = (f", estimated from a sample of {stats['measured_rows']:,} of {stats['rows']:,} rows"
+               if stats["measured_rows"] < stats["rows"] else "")
     print(f"\ntoken lengths ({stats['model']}, chat template: {stats['chat_template']}, "
-          f"max_length {stats['max_length']})")
+          f"max_length {stats['max_length']}{sampled})")
     columns = ["min", "median", "p95", "p99", "max", "mean"]
     print_table(["", *columns], [[part, *(stats[part][c] for c in columns)] for part in ("prompt", "response", "total")])
     hist = stats["histogram"]
@@ -103,7 +108,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     stats = None
     if args.model:
         tok = _tokenizer(args.model, workspace_of(args))
-        stats = token_statistics([row.messages for row in prepared.rows], tok, args.max_length)
+        stats = token_statistics([row.messages for row in prepared.rows], tok, args.max_length, sample=args.sample)
     if args.json:
         print_json({**report, "token_stats": stats})
         return 0

@@ -93,7 +93,9 @@ def histogram_text(stats: dict[str, Any]) -> Text:
 
 def stats_text(stats: dict[str, Any]) -> Text:
     text = Text()
-    text.append(f"{stats['rows']:,} rows · {stats['model']} · template: {stats['chat_template']}\n")
+    measured = (f"sample of {stats['measured_rows']:,} of {stats['rows']:,} rows" if stats["measured_rows"] < stats["rows"]
+                else f"{stats['rows']:,} rows")
+    text.append(f"{measured} · {stats['model']} · template: {stats['chat_template']}\n")
     text.append(f"{'':9}{'min':>7}{'median':>8}{'p95':>7}{'p99':>7}{'max':>7}\n", style="bold")
     for part in ("prompt", "response", "total"):
         s = stats[part]
