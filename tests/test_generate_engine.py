@@ -280,3 +280,17 @@ def test_cli_refuses_runs_of_different_bases(runs_workspace, capsys):
 def test_cli_rejects_out_of_range_parameters(runs_workspace, capsys):
     code, _, err = cli(capsys, runs_workspace, "--run", "run-seoul", "--prompt", "hi", "--temperature", "9")
     assert code == 2 and "temperature" in err and err.count("\n") == 1
+
+
+def test_cli_checkpoint_of_a_run_and_the_runs_model_by_default(runs_workspace, adapters, capsys):
+    import shutil
+
+    checkpoint = runs_workspace.run_dir("run-paris") / "checkpoints" / "checkpoint-5"
+    shutil.copytree(adapters["seoul"], checkpoint)
+    (checkpoint / "COMPLETE").write_text("")
+    code, out, err = cli(capsys, runs_workspace, "--run", "run-paris", "--checkpoint", "5", "--compare-run",
+                         "run-paris", "--prompt", QUESTION, "--max-new-tokens", "6", "--json")
+    assert code == 0, err
+    ends = {m["pane"]: m for m in map(json.loads, out.splitlines()) if m["type"] == "pane_end"}
+    assert ends["left"]["adapter"] == "run-paris@5" and ends["left"]["text"].startswith("Seoul")
+    assert ends["right"]["adapter"] == "run-paris" and ends["right"]["text"].startswith("Paris")
