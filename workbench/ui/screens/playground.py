@@ -280,7 +280,7 @@ class PlaygroundScreen(Screen):
         self.generating = False
         self.pending_generate: dict[str, Any] | None = None
         self.truncated: dict[str, int] = {}
-        self.model_info: dict[str, Any] = {}
+        self.stop_requested = False
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -456,6 +456,7 @@ class PlaygroundScreen(Screen):
             self.query_one(f"#pane-{pane}", AnswerPane).start(Answer(prompt, system, value, params))
         self.query_one("#pane-right", AnswerPane).display = len(request["panes"]) > 1
         self.truncated.clear()
+        self.stop_requested = False
         if ready:
             self._send(request)
             self.set_status("generating…")
@@ -469,6 +470,7 @@ class PlaygroundScreen(Screen):
                 self._generation_over("cancelled before loading finished")
                 return
             self.client.send({"type": "cancel"})
+            self.stop_requested = True
             self.set_status("stopping…")
 
     def _generation_over(self, status: str, error: bool = False) -> None:
@@ -492,7 +494,6 @@ class PlaygroundScreen(Screen):
 
     def on_model_ready(self, message: ModelReady) -> None:
         self.loading = False
-        self.model_info = message.info
         self.loaded = (message.info["model"], frozenset(message.info.get("adapters", [])))
         self.query_one("#progress", ProgressBar).display = False
         device = message.info.get("device", "?")
@@ -521,9 +522,8 @@ class PlaygroundScreen(Screen):
                                                                    self.truncated.get(message.pane, 0))
 
     def on_generation_done(self, message: GenerationDone) -> None:
-        cancelled = any(pane.answer and pane.border_subtitle and "cancelled" in str(pane.border_subtitle)
-                        for pane in self.query(AnswerPane))
-        self._generation_over("stopped" if cancelled else "done: focus an answer (tab) and press + / - / enter")
+        self._generation_over("stopped" if self.stop_requested
+                              else "done: focus an answer (tab) and press + / - / enter")
 
     def on_worker_failed(self, message: WorkerFailed) -> None:
         self.loading = False
