@@ -115,6 +115,9 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     def log(message: str) -> None:
         session._emit("log", level="info", message=message)
 
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        # One GPU per process, chosen before the model loads: the 4-bit path places it on the current device.
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     precision = resolve_precision(config)
     dtype = compute_dtype(config.quantization.bnb_4bit_compute_dtype) if config.method in ("qlora", "qdora") else None
     log(f"loading {config.model.name_or_path}")
