@@ -235,6 +235,8 @@ CASES = [
      "invalid run id '../escape'"),
     ("train-run-id-absolute", ["train", "--preset", "{presets}/good.yaml", "--data", "good", "--run-id", "/tmp/x"],
      "invalid run id '/tmp/x'"),
+    ("train-run-id-trailing-newline", ["train", "--preset", "{presets}/good.yaml", "--data", "good",
+                                       "--run-id", "new\n"], "invalid run id 'new\\n'"),
     ("train-run-id-exists", ["train", "--preset", "{presets}/good.yaml", "--data", "good", "--run-id", "done"],
      "run id 'done' already exists"),
     ("train-config-missing", ["train", "--config", "{root}/nope.yaml"], "nope.yaml: no such file"),

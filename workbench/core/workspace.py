@@ -24,7 +24,7 @@ def default_home() -> Path:
 
 def check_name(name: str, what: str) -> str:
     """A run id, dataset or preset name: one path component, so it cannot escape the workspace."""
-    if not _SAFE_NAME.match(name or "") or name in (".", ".."):
+    if not _SAFE_NAME.fullmatch(name or "") or name in (".", ".."):  # fullmatch: `$` allows a final newline
         raise UserError(
             f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-' (max 128), starting with a letter or digit"
         )
