@@ -130,3 +130,15 @@ def test_system_prompt_added_to_rows_without_one(tmp_path):
     path.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n", encoding="utf-8")
     rows = prepare(path, system_prompt="당신은 세무 전문가입니다.").rows
     assert rows[0].messages == (("system", "당신은 세무 전문가입니다."), ("user", "q"), ("assistant", "a"))
+
+
+def test_json_lines_saved_as_json_and_raw_text_split(tmp_path):
+    from workbench.core.data import split_dataset
+
+    path = tmp_path / "notes.json"
+    path.write_text("".join(json.dumps({"text": f"세법 메모 {i}"}, ensure_ascii=False) + "\n" for i in range(10)),
+                    encoding="utf-8")
+    prepared = prepare(path)
+    assert (prepared.source.format, prepared.mapping.schema, len(prepared.rows)) == ("jsonl", "text", 10)
+    manifest = split_dataset(prepared, tmp_path / "out")
+    assert manifest["counts"] == {"train": 8, "val": 1, "test": 1}

@@ -120,10 +120,14 @@ def _read_jsonl(path: Path, text: str, source: SourceData, skip_bad: bool) -> No
         locations.append(number)
 
 
-def _read_json(path: Path, text: str, source: SourceData) -> None:
+def _read_json(path: Path, text: str, source: SourceData, skip_bad: bool) -> None:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
+        if error.msg == "Extra data" and text.lstrip().startswith("{"):  # JSON Lines saved as .json
+            source.format, source.unit = "jsonl", "line"
+            _read_jsonl(path, text, source, skip_bad)
+            return
         raise UserError(f"{path.name} line {error.lineno}: invalid JSON ({error.msg} at column {error.colno})") from None
     if isinstance(data, dict):
         lists = {k: v for k, v in data.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
@@ -232,7 +236,7 @@ def read_source(path: str | Path, skip_bad: bool = False) -> SourceData:
     if kind == "jsonl":
         _read_jsonl(path, text, source, skip_bad)
     elif kind == "json":
-        _read_json(path, text, source)
+        _read_json(path, text, source, skip_bad)
     else:
         _read_csv(path, text, source, "\t" if kind == "tsv" else ",", skip_bad)
     return source

@@ -79,8 +79,9 @@ def bulk_allocation():
 
 
 def prompt_key(messages: Conversation) -> str:
-    """The prompt (every non-system message before the answer), normalized: rows sharing it are one group."""
-    text = "\n".join(content for role, content in messages[:-1] if role != "system")
+    """The prompt (every non-system message before the answer; raw text has only its text), normalized:
+    rows sharing it are one group."""
+    text = "\n".join(content for role, content in messages[:-1] if role != "system") or messages[-1][1]
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
     return " ".join(text.split()).casefold()

@@ -141,6 +141,7 @@ class DataScreen(Screen):
         self.prepared: Prepared | None = None
         self.stats: dict[str, Any] | None = None
         self.converter: JobClient | None = None
+        self.suggested_name = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -257,8 +258,9 @@ class DataScreen(Screen):
         mapping = self.query_one("#mapping", Input)
         mapping.placeholder = f"detected: {prepared.mapping.describe()}"
         self.query_one("#schema-info", Static).update(self._schema_text(report))
-        if not self.query_one("#name", Input).value:
-            self.query_one("#name", Input).value = _dataset_name(prepared.source.path)
+        name = self.query_one("#name", Input)
+        if not name.value or name.value == self.suggested_name:  # keep a name the user typed
+            name.value = self.suggested_name = _dataset_name(prepared.source.path)
         self.query_one("#stats", Static).update("Press ctrl+l to measure token lengths.")
         self.query_one("#histogram", Static).update("")
         dropped = report["bad_rows"] + report["empty_prompt"] + report["empty_response"] + report["duplicates_dropped"]
@@ -380,14 +382,15 @@ class DataScreen(Screen):
             return
         self.query_one("#tabs", TabbedContent).active = "tab-split"
         self.set_status(f"splitting into {out} …")
-        self._split(self.query_one("#path", Input).value.strip(), out, ratios, seed, augment, values["stratify"] or None)
+        self._split(self.prepared, self.query_one("#mapping", Input).value, out, ratios, seed, augment,
+                    values["stratify"] or None)
 
     @work(thread=True, exclusive=True, group="split")
-    def _split(self, path: str, out: Path, ratios, seed: int, augment: int, stratify: str | None) -> None:
-        prepared = self.prepared
+    def _split(self, prepared: Prepared, mapping: str, out: Path, ratios, seed: int, augment: int,
+               stratify: str | None) -> None:
         try:
             if stratify != prepared.stratify:  # the strata are read while loading
-                prepared = prepare(path, parse_mapping(self.query_one("#mapping", Input).value), skip_bad=True,
+                prepared = prepare(prepared.source.path, parse_mapping(mapping), skip_bad=True,
                                    system_prompt=prepared.system_prompt, stratify=stratify)
             manifest = split_dataset(prepared, out, ratios, seed=seed, augment_templates=augment,
                                      token_stats=self.stats if self.stats and self.stats["rows"] == len(prepared.rows)
