@@ -167,3 +167,17 @@ def test_create_run_refuses_before_making_the_run_directory(workspace, monkeypat
     with pytest.raises(UserError, match="distributed.strategy 'deepspeed-zero2' needs CUDA GPUs"):
         create_run(workspace, make_config(distributed={"strategy": "deepspeed-zero2"}), "run-refused")
     assert not workspace.run_dir("run-refused").exists()
+
+
+@pytest.mark.parametrize("strategy,processes,devices,expected", [
+    ("ddp", 2, None, "MULTI_GPU"), ("ddp", 1, "1", "NO"), ("fsdp", 2, None, "FSDP"),
+    ("deepspeed-zero2", 2, None, "DEEPSPEED"), ("deepspeed-zero3", 2, "0,1", "DEEPSPEED"),
+])
+def test_accelerate_reads_the_generated_config(tmp_path, strategy, processes, devices, expected):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = make_config(distributed={"strategy": strategy, "num_processes": processes, "devices": devices})
+    loaded = load_config_from_file(str(distributed.write_launch_files(config, tmp_path, cuda=True)))
+    assert loaded.distributed_type.value == expected
+    assert loaded.num_processes == processes
+    assert loaded.gpu_ids == (devices or "all")
