@@ -59,7 +59,7 @@ def test_train_writes_events_and_a_reloadable_adapter(workspace, tiny_llama, tin
 
 
 def test_stop_then_resume_matches_an_uninterrupted_run(workspace, tiny_llama, tiny_split):
-    overrides = ["training.eval_strategy=no", "training.save_steps=100", "lora.lora_dropout=0.1"]
+    overrides = ["training.eval_strategy=no", "training.save_steps=100", "lora.lora_dropout=0.1", "training.precision=fp32"]
     reference = start_run(workspace, tiny_llama, tiny_split, max_steps=10, overrides=overrides, run_id="reference")
     assert wait_for_end(reference)["status"] == "completed"
 
