@@ -97,7 +97,7 @@ class TrainingSection(_Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     max_length: int = Field(1024, ge=8, le=1_048_576)
     completion_only_loss: bool = True
-    padding_free: bool = True
+    padding_free: bool = Field(True, description="concatenate each batch into one row, positions and attention restarting per example (exact); ignored for models whose causal mask cannot see the restarts")
     group_by_length: bool = False
     eval_strategy: Literal["no", "steps", "epoch"] = "steps"
     eval_steps: int = Field(50, ge=1)

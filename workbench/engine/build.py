@@ -11,11 +11,22 @@ from workbench.core.errors import UserError
 from workbench.core.workspace import Workspace
 from workbench.engine.callbacks import ControlCallback, EventCallback
 from workbench.engine.models import compute_dtype, count_parameters, describe_device, load_for_config
+from workbench.engine.packing import model_masks_packed_sequences, padding_free_collator
 from workbench.engine.sft_data import load_split
 
 
+def cpu_has_fast_bf16() -> bool:
+    """AMX or AVX512-BF16: without either, bf16 autocast on the CPU is slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            flags = next((line.split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def resolve_precision(config: RunConfig) -> str:
-    """'bf16' | 'fp16' | 'fp32' for autocast: bf16 where the GPU supports it, fp16 on older GPUs."""
+    """'bf16' | 'fp16' | 'fp32' for autocast: bf16 where the hardware computes it natively, fp16 on older GPUs."""
     precision = config.training.precision
     if precision == "auto" and config.distributed.mixed_precision != "auto":
         precision = {"no": "fp32"}.get(config.distributed.mixed_precision, config.distributed.mixed_precision)
@@ -25,7 +36,7 @@ def resolve_precision(config: RunConfig) -> str:
         return precision
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
 def resolve_gradient_checkpointing(config: RunConfig) -> bool:
@@ -79,6 +90,8 @@ def sft_config(config: RunConfig, output_dir: str, precision: str, has_eval: boo
         use_cpu=not torch.cuda.is_available(),
         max_length=t.max_length,
         completion_only_loss=t.completion_only_loss,
+        # TRL's own padding_free flag refuses max_length without packing; build_trainer passes the
+        # padding-free collator itself so TRL still truncates to max_length.
         padding_free=False,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         eval_strategy=eval_strategy,
@@ -134,9 +147,11 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     if config.training.early_stopping_patience and evaluation is not None:
         callbacks.append(EarlyStoppingCallback(config.training.early_stopping_patience,
                                                config.training.early_stopping_threshold))
+    padding_free = config.training.padding_free and model_masks_packed_sequences(model)
     trainer = SFTTrainer(
         model=model,
         args=args,
+        data_collator=padding_free_collator(tokenizer.pad_token_id) if padding_free else None,
         train_dataset=train,
         eval_dataset=evaluation,
         processing_class=tokenizer,
@@ -145,7 +160,7 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     )
     trainable, total = count_parameters(trainer.model)
     log(f"precision {precision}, gradient checkpointing {'on' if checkpointing else 'off'}, "
-        f"{len(train)} training rows")
+        f"padding-free {'on' if padding_free else 'off'}, {len(train)} training rows")
     if session.writer is not None:
         trainer.add_callback(EventCallback(run, session.writer, {
             "run_id": run.run_id, "pid": os.getpid(), "model": config.model.name_or_path, "method": config.method,

@@ -1,0 +1,235 @@
+"""Benchmark (not a test): workbench trainer vs a plain TRL SFTTrainer script, same model, data and steps.
+
+    .venv/bin/python benchmarks/train_throughput.py [--examples 128] [--batch 8] [--max-length 256]
+        [--model smollm2-135m] [--workspace DIR] [--only baseline,workbench,workbench-quiet] [--set KEY=VALUE ...]
+
+Data: the bundled demo rows (short and long Korean/English instructions, so lengths vary), one epoch of
+--examples rows, evaluated on 32 held-out rows afterwards. Each trainer runs in its own process:
+  baseline         plain TRL SFTTrainer with its defaults (bf16 autocast, gradient checkpointing, padded
+                   batches, per-step entropy/accuracy); only the LoRA and the learning-rate schedule are
+                   set to the workbench preset's, so the losses are comparable.
+  workbench        `llama-lora` preset through workbench.engine.build, with the event stream and control
+                   callbacks (what `lora-workbench train` runs).
+  workbench-quiet  the same without the event and control callbacks: the monitoring overhead.
+Samples/s and non-padding tokens/s are timed from the end of the first step to the end of the last
+(the first step pays one-off allocation). LLaMA-Factory is run only when `llamafactory-cli` is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+EVAL_ROWS = 32
+VARIANTS = ("baseline", "workbench", "workbench-quiet")
+
+
+def write_dataset(directory: Path, examples: int) -> Path:
+    from workbench.core.data.demo import DEMO_FILE
+
+    demo = [json.loads(line) for line in DEMO_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [{"messages": demo[i % len(demo)]["messages"]} for i in range(examples + EVAL_ROWS)]
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train.jsonl", rows[:examples]), ("val.jsonl", rows[examples:])):
+        with open(directory / name, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in part)
+    return directory
+
+
+class StepClock:
+    """A TrainerCallback recording the wall time at the end of every optimizer step."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class _Clock(TrainerCallback):
+            def __init__(self):
+                self.ends: list[float] = []
+
+            def on_step_end(self, args, state, control, **kwargs):
+                self.ends.append(time.perf_counter())
+
+        return _Clock()
+
+
+def measure(trainer, batch: int) -> dict:
+    clock = StepClock()
+    trainer.add_callback(clock)
+    started = time.perf_counter()
+    trainer.train()
+    total_s = time.perf_counter() - started
+    steps = len(clock.ends)
+    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    timed_s = clock.ends[-1] - clock.ends[0]
+    # The sampler shuffles, so the steps' own token counts are unknown; over the whole epoch the mean is exact.
+    mean_length = sum(lengths) / len(lengths)
+    timed_examples = (steps - 1) * batch
+    train_loss = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    metrics = trainer.evaluate()
+    return {
+        "steps": steps,
+        "train_s": round(total_s, 2),
+        "samples_per_s": timed_examples / timed_s,
+        "tokens_per_s": timed_examples * mean_length / timed_s,
+        "final_train_loss": train_loss[-1] if train_loss else None,
+        "eval_loss": metrics["eval_loss"],
+    }
+
+
+def run_baseline(args, data_dir: Path, output_dir: Path) -> dict:
+    """The plain TRL script: SFTConfig defaults except batch, length, steps, LoRA and schedule."""
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from workbench.core.workspace import Workspace
+    from workbench.engine.models import resolve_and_materialize
+    from workbench.engine.sft_data import to_prompt_completion
+
+    source = resolve_and_materialize(args.model, Workspace.resolve(args.workspace), log=lambda _: None)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    splits = load_dataset("json", data_files={"train": str(data_dir / "train.jsonl"),
+                                              "val": str(data_dir / "val.jsonl")})
+    splits = splits.map(to_prompt_completion, remove_columns=["messages"])
+    config = SFTConfig(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=args.batch,
+        per_device_eval_batch_size=args.batch,
+        max_length=args.max_length,
+        max_steps=args.examples // args.batch,
+        learning_rate=2e-4,
+        lr_scheduler_type="cosine",
+        warmup_steps=10,
+        use_cpu=not torch.cuda.is_available(),
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=42,
+    )
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    trainer = SFTTrainer(model=model, args=config, train_dataset=splits["train"], eval_dataset=splits["val"],
+                         processing_class=tokenizer, peft_config=lora)
+    result = measure(trainer, args.batch)
+    result["settings"] = f"bf16={config.bf16} checkpointing={config.gradient_checkpointing} padding_free=False"
+    return result
+
+
+def run_workbench(args, data_dir: Path, quiet: bool) -> dict:
+    from workbench.core.newrun import create_run, resolve_config
+    from workbench.core.workspace import Workspace
+    from workbench.engine.build import build_trainer, resolve_gradient_checkpointing, resolve_precision
+    from workbench.engine.callbacks import ControlCallback, EventCallback
+    from workbench.engine.session import TrainingSession
+
+    workspace = Workspace.resolve(args.workspace)
+    overrides = [
+        f"training.per_device_train_batch_size={args.batch}",
+        f"training.per_device_eval_batch_size={args.batch}",
+        f"training.max_length={args.max_length}",
+        "training.save_strategy=no",
+        "training.eval_strategy=no",
+        "training.report_to_tensorboard=false",
+        *args.set,
+    ]
+    config = resolve_config(workspace, "llama-lora", str(data_dir), args.model, overrides, args.examples // args.batch)
+    run = create_run(workspace, config)
+    session = TrainingSession(run)
+    trainer = build_trainer(config, workspace, session)
+    if quiet:
+        for callback in list(trainer.callback_handler.callbacks):
+            if isinstance(callback, (EventCallback, ControlCallback)):
+                trainer.remove_callback(callback)
+    result = measure(trainer, args.batch)
+    t = config.training
+    result["settings"] = (f"precision={resolve_precision(config)} checkpointing={resolve_gradient_checkpointing(config)} "
+                          f"padding_free={t.padding_free}")
+    shutil.rmtree(run.path, ignore_errors=True)
+    return result
+
+
+def worker(args) -> int:
+    data_dir = Path(args.data_dir)
+    if args.worker == "baseline":
+        result = run_baseline(args, data_dir, Path(args.scratch))
+    else:
+        result = run_workbench(args, data_dir, quiet=args.worker == "workbench-quiet")
+    print("RESULT " + json.dumps(result))
+    return 0
+
+
+def spawn(args, variant: str, data_dir: Path, scratch: Path) -> dict:
+    command = [sys.executable, __file__, "--worker", variant, "--data-dir", str(data_dir), "--scratch", str(scratch),
+               "--examples", str(args.examples), "--batch", str(args.batch), "--max-length", str(args.max_length),
+               "--model", args.model, "--workspace", str(args.workspace)]
+    for item in args.set:
+        command += ["--set", item]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--workspace", default=None)
+    parser.add_argument("--only", default=",".join(VARIANTS))
+    parser.add_argument("--set", action="append", default=[], help="extra workbench override, KEY=VALUE")
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    import tempfile
+
+    from workbench.core.workspace import Workspace
+    from workbench.engine.models import resolve_and_materialize
+
+    args.workspace = Workspace.resolve(args.workspace).root
+    resolve_and_materialize(args.model, Workspace(args.workspace))  # convert once, untimed
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = write_dataset(Path(tmp) / "data", args.examples)
+        print(f"{args.examples} examples, batch {args.batch}, max_length {args.max_length}, {args.model}, "
+              f"{os.cpu_count()} CPUs")
+        results = {}
+        for variant in args.only.split(","):
+            results[variant] = spawn(args, variant, data_dir, Path(tmp) / variant)
+            r = results[variant]
+            print(f"{variant:16} {r['samples_per_s']:6.3f} samples/s {r['tokens_per_s']:8.1f} tokens/s  "
+                  f"train loss {r['final_train_loss']:.4f}  eval loss {r['eval_loss']:.4f}  ({r['settings']})",
+                  flush=True)
+    if "baseline" in results and "workbench" in results:
+        base, ours = results["baseline"], results["workbench"]
+        print(f"workbench / baseline: {ours['samples_per_s'] / base['samples_per_s']:.2f}x samples/s, "
+              f"{ours['tokens_per_s'] / base['tokens_per_s']:.2f}x tokens/s, "
+              f"eval loss {100 * (ours['eval_loss'] / base['eval_loss'] - 1):+.2f}%")
+    if "workbench" in results and "workbench-quiet" in results:
+        on, off = results["workbench"]["samples_per_s"], results["workbench-quiet"]["samples_per_s"]
+        print(f"monitoring overhead: {100 * (off / on - 1):+.2f}% (events on {on:.3f}, off {off:.3f} samples/s)")
+    if shutil.which("llamafactory-cli") is None:
+        print("LLaMA-Factory: not installed (llamafactory-cli not on PATH); skipped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
