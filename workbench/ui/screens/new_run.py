@@ -66,6 +66,7 @@ class NewRunScreen(Screen):
         display: block;
     }
     """
+    AUTO_FOCUS = "#dataset"  # the first field, not the scrolling form around it
     BINDINGS = [
         Binding("ctrl+s", "start", "Start run", priority=True),
         Binding("escape", "cancel", "Cancel"),

@@ -26,6 +26,9 @@ class TrainScreen(Screen):
         margin-top: 1;
     }
     """
+    # Focus is given explicitly (the landing table): automatic focus on resume could pick the landing table
+    # while a run view is replacing it, and keys sent to a removed widget never reach the bindings below.
+    AUTO_FOCUS = ""
     BINDINGS = [
         Binding("n", "new_run", "New run"),
         # The Stop/Pause/Resume buttons carry their keys; c and y are in the help screen.
@@ -106,8 +109,8 @@ class TrainScreen(Screen):
 
     def _show_active_runs(self, rows: list[tuple]) -> None:
         tables = self.query("#active-runs")
-        if not tables:
-            return
+        if not tables or self.shown_run_id is not None:
+            return  # a run was opened meanwhile
         table = tables.first(DataTable)
         table.clear()
         for row in rows:
@@ -115,7 +118,7 @@ class TrainScreen(Screen):
         if not rows:
             self.query_one("#active-title", Static).update("No run in progress.")
         else:
-            table.focus()
+            self.set_focus(table)  # at once: a deferred focus could land after a run replaced the table
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "active-runs" and event.row_key.value:

@@ -1,0 +1,34 @@
+"""A workspace ready for starting real runs of the tiny llama from the TUI's New-run form."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+DATASET = "tiny"
+PRESET = "tiny-e2e"  # a name type-to-search in the form's preset list finds at once
+
+
+def prepare_workspace(workspace, tiny_llama: Path, tiny_split: Path, max_steps: int) -> None:
+    """<ws>/datasets/tiny (the prepared split) and <ws>/presets/tiny-e2e.yaml: the tiny llama with the
+    small, fast settings of tests/engine_helpers.FAST, no evaluation and no intermediate checkpoints."""
+    shutil.copytree(tiny_split, workspace.datasets / DATASET)
+    preset = {
+        "description": "tiny llama for end-to-end tests",
+        "family": "llama",
+        "method": "lora",
+        "model": {"name_or_path": str(tiny_llama)},
+        "lora": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "training": {"per_device_train_batch_size": 4, "warmup_steps": 2, "learning_rate": 1e-2,
+                     "max_length": 64, "report_to_tensorboard": False, "eval_strategy": "no",
+                     "save_steps": 1000, "max_steps": max_steps},
+    }
+    workspace.presets.mkdir(parents=True, exist_ok=True)
+    (workspace.presets / f"{PRESET}.yaml").write_text(yaml.safe_dump(preset), encoding="utf-8")
+
+
+# Keys that fill the New-run form from its first field (the dataset, already the only prepared one):
+# tab to the preset list, open it, type the preset's name to pick it, then start with ctrl+s.
+NEW_RUN_KEYS = ["tab", "enter", *PRESET, "enter"]
