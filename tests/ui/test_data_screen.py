@@ -140,3 +140,14 @@ async def test_split_errors_are_one_line_and_write_nothing(workspace):
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: "already exists" in text_of(screen, "#status"))
         assert [p.name for p in workspace.datasets.iterdir()] == ["demo"]
+
+
+async def test_path_completion_suggests_files_and_directories(tmp_path):
+    from workbench.ui.screens.data import PathSuggester
+
+    (tmp_path / "tax_qa.jsonl").write_text("{}\n")
+    (tmp_path / "tables").mkdir()
+    suggester = PathSuggester()
+    assert await suggester.get_suggestion(str(tmp_path / "tax")) == str(tmp_path / "tax_qa.jsonl")
+    assert await suggester.get_suggestion(str(tmp_path / "tab")) == str(tmp_path / "tables") + "/"
+    assert await suggester.get_suggestion(str(tmp_path / "zzz")) is None
