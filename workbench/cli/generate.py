@@ -126,6 +126,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     workspace = workspace_of(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not prompt.strip():
+        raise UserError("--prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
     params = _params(args)
     adapters, panes = _targets(args, workspace)
     model = choose_base_model(args.model, adapters, workspace)

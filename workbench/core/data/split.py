@@ -139,6 +139,9 @@ def split_dataset(prepared: Prepared, out: Path, ratios: tuple[float, float, flo
         raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
     if out.resolve() == prepared.source.path.resolve() or prepared.source.path.resolve().is_relative_to(out.resolve()):
         raise UserError(f"--out {out}: would overwrite the source {prepared.source.path}")
+    existing_parent = next((parent for parent in out.parents if parent.exists()), None)
+    if existing_parent is not None and not existing_parent.is_dir():
+        raise UserError(f"--out {out}: {existing_parent} is a file, not a directory")
     max_copies = len(SUMMARY_INSTRUCTIONS["en"])
     if augment_templates != 1:
         if prepared.mapping.schema != "dialogue_summary":
@@ -172,7 +175,10 @@ def split_dataset(prepared: Prepared, out: Path, ratios: tuple[float, float, flo
                                 "duplicates_dropped", "usable_rows")},
         "token_stats": token_stats,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--out {out}: cannot create {out.parent}: {error.strerror}") from None
     staging = out.with_name(f".{out.name}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
