@@ -67,6 +67,10 @@ def tree(tmp_path_factory) -> dict[str, Path]:
     _make_run(runs, "noadapter", config, {"state": "failed", "pid": None, "created": 2.0})
     _make_run(runs, "pickled", config, {"state": "completed", "pid": None, "created": 3.0},
               ("adapter_config.json", "adapter_model.bin"))
+    # A failed run whose only checkpoint was cut short (no COMPLETE marker): never resumed from or loaded.
+    _make_run(runs, "cut", config, {"state": "failed", "pid": None, "created": 5.0})
+    (runs / "cut" / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    (runs / "cut" / "checkpoints" / "checkpoint-5" / "adapter_config.json").write_text("{}", encoding="utf-8")
     # A live pid (this test process) makes the run read as running.
     _make_run(runs, "active", config, {"state": "running", "pid": os.getpid(), "created": 4.0})
 
@@ -255,6 +259,7 @@ CASES = [
     ("runs-pause-failed", ["runs", "pause", "noadapter"], "run noadapter is failed, not running"),
     ("runs-resume-completed", ["runs", "resume", "done"], "run done already completed"),
     ("runs-resume-no-checkpoint", ["runs", "resume", "noadapter"], "has no complete checkpoint"),
+    ("runs-resume-only-cut-checkpoint", ["runs", "resume", "cut"], "run cut has no complete checkpoint"),
     ("runs-resume-running", ["runs", "resume", "active"], "run active is running"),
     ("runs-delete-running", ["runs", "delete", "active", "--yes"], "stop it before deleting"),
     ("runs-delete-unknown", ["runs", "delete", "ghost", "--yes"], "no run 'ghost'"),
@@ -280,6 +285,8 @@ CASES = [
     ("generate-run-without-adapter", ["generate", "--run", "noadapter", "--prompt", "hi"], "has no final adapter"),
     ("generate-checkpoint-missing", ["generate", "--run", "done", "--checkpoint", "7", "--prompt", "hi"],
      "run done checkpoint 7"),
+    ("generate-checkpoint-incomplete", ["generate", "--run", "cut", "--checkpoint", "5", "--prompt", "hi"],
+     "checkpoint 5 is incomplete"),
     ("generate-checkpoint-without-run", ["generate", "--model", "{model}", "--checkpoint", "7", "--prompt", "hi"],
      "--checkpoint needs --run"),
     ("generate-compare-run-unknown", ["generate", "--run", "done", "--compare-run", "ghost", "--prompt", "hi"],
@@ -306,6 +313,8 @@ CASES = [
     ("export-pickle-adapter", ["export", "--run", "pickled", "--out", "{root}/out"], "no adapter_model.safetensors"),
     ("export-out-not-empty", ["export", "--run", "done", "--out", "{root}/export_full"],
      "export_full: already exists and is not empty"),
+    ("export-out-under-a-file", ["export", "--run", "done", "--out", "{root}/plain_file/model"],
+     "plain_file is a file, not a directory"),
     ("export-out-is-a-file", ["export", "--run", "done", "--out", "{root}/plain_file"], "plain_file: already exists"),
 ]
 

@@ -155,6 +155,9 @@ def adapter_from_run(workspace: Workspace, run_id: str, checkpoint: int | None =
     else:
         path, name = run.checkpoints_path / f"checkpoint-{checkpoint}", f"{run.run_id}@{checkpoint}"
         _check_adapter_dir(path, f"run {run_id} checkpoint {checkpoint}")
+        if path not in run.checkpoints():  # no completion marker: its save was cut short, files may be torn
+            raise UserError(f"run {run_id} checkpoint {checkpoint} is incomplete (its save was cut short); "
+                            f"complete: {', '.join(p.name.split('-')[1] for p in run.checkpoints()) or 'none'}")
     return AdapterTarget(adapter_name(name), path, model, run.run_id)
 
 

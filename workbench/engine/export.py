@@ -42,6 +42,9 @@ def check_export(run: RunDir, out: Path) -> None:
         raise UserError(f"{run.adapter_path}: no adapter_model.safetensors (only safetensors adapters are exported)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out}: already exists and is not empty; choose a new directory")
+    existing_parent = next((parent for parent in out.parents if parent.exists()), None)
+    if existing_parent is not None and not existing_parent.is_dir():
+        raise UserError(f"--out {out}: {existing_parent} is a file, not a directory")
 
 
 def merged_dtype(source: str, config: RunConfig) -> str:
