@@ -262,6 +262,7 @@ CASES = [
     ("runs-resume-only-cut-checkpoint", ["runs", "resume", "cut"], "run cut has no complete checkpoint"),
     ("runs-resume-running", ["runs", "resume", "active"], "run active is running"),
     ("runs-delete-running", ["runs", "delete", "active", "--yes"], "stop it before deleting"),
+    ("runs-delete-unconfirmed", ["runs", "delete", "done"], "pass --yes"),
     ("runs-delete-unknown", ["runs", "delete", "ghost", "--yes"], "no run 'ghost'"),
     # -- generate (playground parameters, adapters, runs) --------------------------------------------
     ("generate-temperature-negative", ["generate", "--run", "done", "--prompt", "hi", "--temperature", "-0.5"],
@@ -354,6 +355,7 @@ SUBPROCESS_CASES = [
     ("invalid-yaml", ["presets", "show", "{presets}/bad_yaml.yaml"], "invalid YAML"),
     ("run-escape", ["runs", "show", "../ws"], "invalid run id"),
     ("export-no-adapter", ["export", "--run", "noadapter", "--out", "{root}/out"], "has no adapter yet"),
+    ("delete-without-terminal", ["runs", "delete", "done"], "pass --yes"),
 ]
 
 
@@ -365,7 +367,7 @@ def test_bad_input_subprocess(args, expected, tree):
     env = {**os.environ, "LORA_WORKBENCH_HOME": str(tree["ws"]), "PYTHONPATH": str(REPO)}
     env.pop("LORA_WORKBENCH_DEBUG", None)
     result = subprocess.run([sys.executable, "-m", "workbench", *_argv(args, tree)], cwd=tree["root"], env=env,
-                            capture_output=True, text=True, timeout=120)
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert result.stdout == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from workbench.cli.output import format_duration, print_json, print_table
@@ -148,7 +149,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     run = _run(args)
     if not args.yes:
-        answer = input(f"delete run {run.run_id} and everything in {run.path}? [y/N] ")
+        if not sys.stdin.isatty():
+            raise UserError(f"runs delete {run.run_id}: no terminal to confirm on; pass --yes to delete without asking")
+        try:
+            answer = input(f"delete run {run.run_id} and everything in {run.path}? [y/N] ")
+        except EOFError:
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             print("kept")
             return 0
