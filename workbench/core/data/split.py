@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -32,7 +33,8 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
         values = [float(p) for p in parts]
     except ValueError:
         values = []
-    if len(values) not in (2, 3) or any(v < 0 for v in values) or not values or values[0] <= 0:
+    if (len(values) not in (2, 3) or not all(math.isfinite(v) and v >= 0 for v in values)  # nan/inf too
+            or values[0] <= 0):
         raise UserError(f"--ratios {text!r}: expected TRAIN:VAL[:TEST] with non-negative numbers, e.g. 8:1:1")
     values += [0.0] * (3 - len(values))
     total = sum(values)
