@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from workbench.core.data.prepare import bulk_allocation
 from workbench.core.data.schema import Conversation
