@@ -98,3 +98,58 @@ def test_cli_list_show_and_check(workspace, capsys):
     assert "typo.yaml: llama: lora.target_modules: 'v_prj' matches no module" in captured.out
     assert "self_attn.v_proj" in captured.out
     assert "1 preset(s) failed the check: typo" in captured.err
+
+
+def _saved_bytes_of_one_layer(model_type: str, sizes: dict, config, tokens: int) -> int:
+    """Bytes of the (non-parameter) tensors autograd keeps for backward inside the middle one of three
+    decoder layers, in one bf16-autocast forward."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from workbench.engine.check import _peft_config
+
+    hf_config = AutoConfig.for_model(model_type, **sizes, num_hidden_layers=3)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16, attn_implementation="sdpa")
+    model = get_peft_model(model, _peft_config(config))
+    model.train()
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    inside = [False]
+    middle = model.base_model.model.model.layers[1]
+    middle.register_forward_pre_hook(lambda module, args: inside.__setitem__(0, True))
+    middle.register_forward_hook(lambda module, args, output: inside.__setitem__(0, False))
+    saved: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if inside[0] and storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = max(saved.get(storage.data_ptr(), 0), storage.nbytes())
+        return tensor
+
+    inputs = torch.randint(3, 500, (1, tokens))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(input_ids=inputs)
+    return sum(saved.values())
+
+
+@pytest.mark.parametrize("preset, model_type, sizes", [
+    ("llama-lora", "llama", dict(hidden_size=128, intermediate_size=352, num_attention_heads=4,
+                                 num_key_value_heads=2, vocab_size=512)),
+    ("qwen-dora", "qwen2", dict(hidden_size=128, intermediate_size=352, num_attention_heads=4,
+                                num_key_value_heads=2, vocab_size=512)),
+])
+def test_activation_estimate_per_layer_matches_a_traced_forward(preset, model_type, sizes):
+    """Dropout 0 so that the CPU trace keeps what CUDA keeps (CPU dropout stores a float mask). Llama-like
+    only: RMSNorm upcasts to fp32 itself, while CPU autocast (unlike CUDA) runs LayerNorm in bf16."""
+    from workbench.core.memory import estimate_memory
+    from workbench.core.presets import load_preset
+
+    data = load_preset(preset, None).data
+    config = validate_config({**data, "lora": {**data["lora"], "lora_dropout": 0.0},
+                              "training": {**data.get("training", {}), "per_device_train_batch_size": 1,
+                                           "max_length": 128, "gradient_checkpointing": False}}, preset)
+    measured = _saved_bytes_of_one_layer(model_type, sizes, config, 128)
+    shapes = {n: shape_from_config({"model_type": model_type, "num_hidden_layers": n, **sizes}) for n in (2, 3)}
+    estimated = {n: estimate_memory(config, shapes[n]).activations_bytes for n in (2, 3)}
+    assert estimated[3] - estimated[2] == pytest.approx(measured, rel=0.05)

@@ -156,13 +156,16 @@ def test_memory_estimate_smollm2_lora_by_hand():
     lora = 16 * (2 * 1152 + 2 * 768 + 3 * 2112) * 30
     assert estimate.trainable_params == lora == 4_884_480
     adapter_state = lora * (4 + 4 + 8)  # fp32 weights + grads + Adam's two moments
-    # per token and layer: 2h norms + 2q + 2kv attention + 3i SwiGLU, + each adapter's input + r
-    per_token = 30 * (2 * 576 + 2 * 576 + 2 * 192 + 3 * 1536) + 30 * (6 * (576 + 16) + (1536 + 16))
-    activations = 256 * per_token * 2
+    # per token and layer, bytes: two RMSNorms (fp32 input + rsqrt), q/k/v/out in bf16 + log-sum-exp per head,
+    # SiLU(gate) * up (three 1536-wide bf16 tensors)
+    layers = 30 * (2 * (4 * 576 + 4) + 2 * (2 * 576 + 2 * 192) + 4 * 9 + 3 * 2 * 1536)
+    # each adapter: dropout mask (1 byte) + bf16 input (2 bytes) per input feature, bf16 r-wide middle
+    adapters = 30 * (6 * (576 * 3 + 16 * 2) + (1536 * 3 + 16 * 2))
+    activations = 256 * (layers + adapters) + lora * 2  # + autocast's bf16 copies of the adapter weights
     logits = 256 * 49152 * 10
     expected = weights + adapter_state + activations + logits + CUDA_CONTEXT_BYTES
     assert estimate.total_bytes == pytest.approx(expected, rel=1e-9)
-    assert expected == 1_200_345_728
+    assert expected == 1_266_485_888
 
 
 def test_memory_estimate_gpt2_qlora_with_checkpointing_by_hand():
@@ -173,13 +176,15 @@ def test_memory_estimate_gpt2_qlora_with_checkpointing_by_hand():
     weights = quantized * (0.5 + (1 + 4 / 256) / 64) + (124_439_808 - quantized) * 2
     lora = 16 * ((768 + 2304) + (768 + 768) + (768 + 3072) + (3072 + 768)) * 12
     adapter_state = lora * (4 + 4 + 2)  # 8-bit optimizer: two 1-byte moments
-    full_per_token = 12 * (6 * 768 + 3072) + 12 * (3 * (768 + 16) + (3072 + 16))
-    checkpointed_per_token = 12 * 768 + full_per_token / 12  # layer inputs + one recomputed layer
-    activations = 2 * 128 * checkpointed_per_token * 2
+    # two LayerNorms (fp32 input, mean, rstd), q/k/v/out bf16 + log-sum-exp, gelu_new's four 3072-wide tensors
+    layers = 12 * (2 * (4 * 768 + 8) + 2 * 4 * 768 + 4 * 12 + 4 * 2 * 3072)
+    adapters = 12 * (3 * (768 * 3 + 32) + (3072 * 3 + 32))
+    checkpointed_per_token = 12 * 768 * 2 + (layers + adapters) / 12  # layer inputs + one recomputed layer
+    activations = 2 * 128 * checkpointed_per_token + lora * 2
     logits = 256 * 50257 * 10
     expected = weights + adapter_state + activations + logits + CUDA_CONTEXT_BYTES
     assert estimate.total_bytes == pytest.approx(expected, rel=1e-9)
-    assert round(expected) == 823_383_296
+    assert round(expected) == 834_999_552
     assert estimate.gradient_checkpointing
 
 

@@ -22,6 +22,9 @@ GIB = 1024**3
 CUDA_CONTEXT_BYTES = 512 * 1024**2  # CUDA context + allocator slack, outside torch's own accounting
 FIT_FRACTION = 0.95  # keep a little headroom for fragmentation
 LOGITS_BYTES_PER_ELEMENT = 10  # 16-bit logits + fp32 upcast for the loss + fp32 gradient of the logits
+# DoRA recomputes the adapted weight and its norm every forward and keeps weight-sized tensors for backward
+# (16/3 bytes per base weight, traced with saved_tensors_hooks under bf16 autocast).
+DORA_BYTES_PER_WEIGHT = 16 / 3
 
 
 @dataclass(frozen=True)
@@ -206,22 +209,32 @@ def _optimizer_bytes_per_parameter(optim: str) -> int:
     return 8  # Adam: exp_avg and exp_avg_sq in fp32
 
 
-def _saved_activation_elements_per_token(shape: ModelShape, config: RunConfig) -> float:
-    """Elements kept for backward per token, summed over all layers (frozen base weights, LoRA adapters)."""
+def _saved_activation_bytes_per_token(shape: ModelShape, config: RunConfig) -> float:
+    """Bytes autograd keeps for backward per token, over all layers, on the CUDA bf16-autocast path with
+    frozen base weights and fp32 LoRA adapters. Traced with saved_tensors_hooks on real models: norms keep
+    their fp32 input, SDPA keeps q/k/v/output and a log-sum-exp per head, the MLP activation keeps its
+    inputs, frozen linears keep nothing, each adapter keeps its dropout mask (1 byte), its 16-bit input
+    and its r-wide middle."""
+    a = _activation_dtype_bytes(config)
     h, i = shape.hidden, shape.intermediate
     if shape.family in ("gpt2", "gpt_neox", "bart"):
-        # LayerNorm inputs, q/k/v and attention output for SDPA, the fc1 output for GELU.
-        base = shape.layers * (6 * h + i)
+        gelu_saves = 4 if shape.family == "gpt2" else 1  # GPT-2's gelu_new is composite: four saved tensors
+        # two LayerNorms (fp32 input, mean, rstd) + q, k, v, output + log-sum-exp + the GELU's inputs
+        def block(intermediate: int) -> float:
+            return 2 * (4 * h + 8) + a * 4 * h + 4 * shape.heads + gelu_saves * a * intermediate
+        per_token = shape.layers * block(i)
         if shape.family == "bart":
-            base += shape.layers * 5 * h  # cross-attention: query, encoder keys/values, output, third norm
-            base += shape.encoder_layers * (6 * h + shape.encoder_intermediate)
+            cross_attention = (4 * h + 8) + a * 4 * h + 4 * shape.heads  # third LayerNorm + cross attention
+            per_token += shape.layers * cross_attention + shape.encoder_layers * block(shape.encoder_intermediate)
     else:
-        # RMSNorm inputs (2h), rotary q/k + v and SDPA output (2q + 2kv), SiLU(gate) * up (3i).
-        base = shape.layers * (2 * h + 2 * shape.q_dim + 2 * shape.kv_dim + 3 * i)
-    # Each adapter keeps its (dropped-out) input for lora_A's gradient and its r-wide middle.
-    adapters = sum(spec.count * (spec.in_features + config.lora.r)
+        norms = 4 if shape.model_type in ("gemma2", "gemma3_text") else 2
+        # RMSNorms (fp32 input + rsqrt) + q, k, v, output + log-sum-exp + SiLU/GELU(gate) * up (three i-wide)
+        per_token = shape.layers * (norms * (4 * h + 4) + a * (2 * shape.q_dim + 2 * shape.kv_dim)
+                                    + 4 * shape.heads + 3 * a * i)
+    mask = 1 if config.lora.lora_dropout > 0 else 0
+    adapters = sum(spec.count * (spec.in_features * (mask + a) + config.lora.r * a)
                    for spec in targeted_layers(shape, config.lora.target_modules))
-    return base + adapters
+    return per_token + adapters
 
 
 def _activation_dtype_bytes(config: RunConfig) -> int:
@@ -304,11 +317,16 @@ def estimate_memory(config: RunConfig, shape: ModelShape, gpu: "GpuInfo | None" 
     if gradient_checkpointing is None:
         gradient_checkpointing = _checkpointing_setting(config, shape, gpu)
     tokens = config.training.per_device_train_batch_size * config.training.max_length
-    per_token = _saved_activation_elements_per_token(shape, config)
+    per_token = _saved_activation_bytes_per_token(shape, config)
     if gradient_checkpointing:
         layers = shape.layers + shape.encoder_layers
         # Only each layer's input is kept; one layer's activations are recomputed at a time.
-        per_token = layers * shape.hidden + per_token / max(layers, 1)
+        per_token = layers * shape.hidden * act_bytes + per_token / max(layers, 1)
+    # autocast keeps a 16-bit copy of every fp32 adapter weight it multiplies with
+    adapter_casts = trainable * 2 if act_bytes == 2 else 0
+    if config.lora.use_dora:
+        adapter_casts += DORA_BYTES_PER_WEIGHT * sum(
+            s.count * s.in_features * s.out_features for s in targeted_layers(shape, config.lora.target_modules))
     processes, strategy = config.distributed.num_processes, config.distributed.strategy
     weight_shards = processes if strategy in ("fsdp", "deepspeed-zero3") else 1
     state_shards = processes if strategy != "ddp" else 1
@@ -319,7 +337,7 @@ def estimate_memory(config: RunConfig, shape: ModelShape, gpu: "GpuInfo | None" 
         adapter_bytes=trainable * 4.0 / weight_shards,
         gradients_bytes=trainable * 4.0 / state_shards,
         optimizer_bytes=trainable * float(_optimizer_bytes_per_parameter(config.training.optim)) / state_shards,
-        activations_bytes=tokens * per_token * act_bytes,
+        activations_bytes=tokens * per_token + adapter_casts,
         logits_bytes=tokens * shape.vocab * float(LOGITS_BYTES_PER_ELEMENT),
         overhead_bytes=float(CUDA_CONTEXT_BYTES),
         gradient_checkpointing=gradient_checkpointing,
