@@ -10,6 +10,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def kill_live_trainers(workspace) -> None:
+    """A failed test must not leave its detached trainers running (they would slow every later test)."""
+    import signal
+
+    from workbench.core.runs import list_runs, pid_alive
+
+    for run in list_runs(workspace):
+        pid = run.read_status().get("pid")
+        if pid and pid_alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)  # the trainer leads its own session and process group
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     from workbench.core.workspace import Workspace
@@ -17,7 +32,9 @@ def workspace(tmp_path, monkeypatch):
     root = tmp_path / "ws"
     root.mkdir()
     monkeypatch.setenv("LORA_WORKBENCH_HOME", str(root))
-    return Workspace.resolve(root)
+    ws = Workspace.resolve(root)
+    yield ws
+    kill_live_trainers(ws)
 
 
 @pytest.fixture(scope="session")
