@@ -233,3 +233,20 @@ def test_differences_from_family_default():
     assert "description" not in diff
     assert differences(default.resolve(), default.resolve()) == {}
     assert family_default(load_preset("gpt-neox-qlora", None)).name == "gpt-neox-lora"
+
+
+def test_estimate_refuses_a_model_of_another_family(workspace, tmp_path):
+    from workbench.core.memory import estimate_run
+
+    config = load_preset("bart-lora", workspace).resolve()
+    with pytest.raises(UserError, match="is a llama model but the preset is for bart"):
+        estimate_run(config, workspace, None)
+    bart_dir = tmp_path / "kobart"
+    bart_dir.mkdir()
+    (bart_dir / "config.json").write_text(json.dumps({
+        "model_type": "bart", "d_model": 768, "encoder_layers": 6, "decoder_layers": 6,
+        "encoder_attention_heads": 16, "decoder_attention_heads": 16, "encoder_ffn_dim": 3072,
+        "decoder_ffn_dim": 3072, "vocab_size": 30000, "max_position_embeddings": 1026}))
+    bart = validate_config({**load_preset("bart-lora", workspace).data, "model": {"name_or_path": str(bart_dir)}}, "x")
+    estimate = estimate_run(bart, workspace, None)
+    assert 100_000_000 < estimate.total_params < 130_000_000  # KoBART-base is ~124M

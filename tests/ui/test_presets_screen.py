@@ -129,3 +129,13 @@ async def test_save_as_user_preset_and_start_a_run(workspace):
         assert "(user)" in str(screen.query_one("#preset-list", OptionList).highlighted_option.prompt)
         await pilot.press("n")
         assert app.started == ["my-llama"]
+
+
+async def test_a_broken_user_preset_is_reported_and_the_builtins_stay_usable(workspace):
+    workspace.presets.mkdir(parents=True)
+    (workspace.presets / "broken.yaml").write_text("lora:\n  r: many\n")
+    app = PresetsApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _wait_for(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.current)
+        assert app.screen.current == "llama-lora" and "broken" not in app.screen.presets
+        await _wait_for(pilot, lambda: any("broken.yaml: lora.r" in n.message for n in app._notifications))

@@ -418,4 +418,8 @@ def estimate_run(config: RunConfig, workspace, gpu: GpuInfo | None) -> MemoryEst
     if model_config is None:
         raise UserError(f"model.name_or_path {spec!r}: its config.json is not available offline, so no estimate "
                         "(give a local model directory)")
+    model_family = family_of_config(model_config)
+    if config.family and model_family is not None and model_family.name != config.family:
+        raise UserError(f"model.name_or_path {spec!r} is a {model_family.name} model but the preset is for "
+                        f"{config.family}: set a {config.family} model for an estimate")
     return estimate_memory(config, shape_from_config(model_config), gpu)
