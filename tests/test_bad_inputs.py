@@ -71,6 +71,12 @@ def tree(tmp_path_factory) -> dict[str, Path]:
     _make_run(runs, "cut", config, {"state": "failed", "pid": None, "created": 5.0})
     (runs / "cut" / "checkpoints" / "checkpoint-5").mkdir(parents=True)
     (runs / "cut" / "checkpoints" / "checkpoint-5" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    # A run whose files were damaged by hand: listed and refused by name, never a crash.
+    damaged = runs / "damaged"
+    damaged.mkdir()
+    (damaged / "run.yaml").write_text("model:\n  name_or_path: [unclosed\n", encoding="utf-8")
+    (damaged / "status.json").write_text('["not", "an", "object"]\n', encoding="utf-8")
+    (damaged / "events.jsonl").write_text('garbage\n{"type": "step"}\n[1]\n', encoding="utf-8")
     # A live pid (this test process) makes the run read as running.
     _make_run(runs, "active", config, {"state": "running", "pid": os.getpid(), "created": 4.0})
 
@@ -265,6 +271,11 @@ CASES = [
     ("runs-resume-no-checkpoint", ["runs", "resume", "noadapter"], "has no complete checkpoint"),
     ("runs-resume-only-cut-checkpoint", ["runs", "resume", "cut"], "run cut has no complete checkpoint"),
     ("runs-resume-running", ["runs", "resume", "active"], "run active is running"),
+    ("runs-stop-damaged", ["runs", "stop", "damaged"], "run damaged is unknown, not running"),
+    ("runs-resume-damaged", ["runs", "resume", "damaged"], "run damaged has no complete checkpoint"),
+    ("eval-damaged-run-yaml", ["eval", "--run", "damaged"], "damaged/run.yaml: line 3: invalid YAML"),
+    ("generate-damaged-run-yaml", ["generate", "--run", "damaged", "--prompt", "hi"], "damaged/run.yaml: line 3"),
+    ("train-config-damaged", ["train", "--config", "{ws}/runs/damaged/run.yaml"], "run.yaml: line 3: invalid YAML"),
     ("runs-delete-running", ["runs", "delete", "active", "--yes"], "stop it before deleting"),
     ("runs-delete-unconfirmed", ["runs", "delete", "done"], "pass --yes"),
     ("runs-delete-unknown", ["runs", "delete", "ghost", "--yes"], "no run 'ghost'"),
@@ -351,6 +362,18 @@ def test_bad_input(args, expected, tree, capsys, monkeypatch):
     assert len(lines) == 1 and err.endswith("\n"), err
     assert lines[0].startswith("error: "), err
     assert _fill(expected, tree) in lines[0]
+    assert snapshot(tree["root"]) == before
+
+
+def test_damaged_run_is_listed_not_a_crash(tree, capsys, monkeypatch):
+    monkeypatch.chdir(tree["root"])
+    before = snapshot(tree["root"])
+    assert main(["--workspace", str(tree["ws"]), "runs", "list", "--json"]) == 0
+    summaries = {summary["run_id"]: summary for summary in json.loads(capsys.readouterr().out)}
+    assert summaries["damaged"]["state"] == "unknown" and summaries["damaged"]["model"] is None
+    assert summaries["done"]["state"] == "completed"
+    assert main(["--workspace", str(tree["ws"]), "runs", "show", "damaged"]) == 0
+    assert "damaged" in capsys.readouterr().out
     assert snapshot(tree["root"]) == before
 
 

@@ -96,10 +96,12 @@ class RunDir:
 
     # -- status -------------------------------------------------------------------------------
     def read_status(self) -> dict[str, Any]:
+        """The status mapping; a missing, hand-damaged or non-object status.json reads as empty."""
         try:
-            return json.loads(self.status_path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+            status = json.loads(self.status_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # ValueError: invalid JSON or bytes that are not UTF-8
             return {}
+        return status if isinstance(status, dict) else {}
 
     def write_status(self, state: str, **fields: Any) -> dict[str, Any]:
         status = self.read_status()
@@ -133,7 +135,7 @@ class RunDir:
     def pending_request(self) -> str | None:
         try:
             return json.loads(self.control_path.read_text(encoding="utf-8")).get("action")
-        except (FileNotFoundError, json.JSONDecodeError, AttributeError):
+        except (OSError, ValueError, AttributeError):
             return None
 
     def clear_request(self) -> None:
@@ -178,23 +180,24 @@ class RunDir:
         end = next((e for e in reversed(events) if e["type"] == "end"), None)
         steps = [e for e in events if e["type"] == "step"]
         evals = [e["eval_loss"] for e in events if e["type"] == "eval" and e.get("eval_loss") is not None]
-        config = {}
-        try:
-            import yaml
+        import yaml
 
-            config = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
-        except (OSError, ValueError):
-            pass
-        first_time = events[0]["time"] if events else status.get("created")
-        last_time = events[-1]["time"] if events else status.get("updated")
+        try:
+            config = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):  # a damaged run.yaml still lists the run
+            config = None
+        config = config if isinstance(config, dict) else {}
+        model = config.get("model") if isinstance(config.get("model"), dict) else {}
+        first_time = events[0].get("time") if events else status.get("created")
+        last_time = events[-1].get("time") if events else status.get("updated")
         return {
             "run_id": self.run_id,
             "state": self.state(),
             "pid": status.get("pid"),
-            "model": (config.get("model") or {}).get("name_or_path"),
+            "model": model.get("name_or_path"),
             "preset": config.get("preset"),
             "method": config.get("method"),
-            "step": steps[-1]["step"] if steps else 0,
+            "step": steps[-1].get("step", 0) if steps else 0,
             "total_steps": (steps[-1].get("total_steps") if steps else None) or start.get("total_steps"),
             "last_loss": steps[-1].get("loss") if steps else None,
             "best_eval_loss": min(evals) if evals else None,
