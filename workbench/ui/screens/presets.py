@@ -318,7 +318,7 @@ class PresetsScreen(Screen):
     def candidate(self, text: str) -> dict[str, Any]:
         """The preset with the edited field set; UserError (one line) when the schema refuses it."""
         data = set_dotted(self.data_of(self.current), self.editing, parse_value(text))
-        config = validate_config(data, self.editing)
+        config = validate_config(data, self.current)
         # store the value as the schema read it ('5e-5' is a string to YAML, a float to the schema)
         return set_dotted(data, self.editing, flatten(config.model_dump(mode="json"))[self.editing])
 
