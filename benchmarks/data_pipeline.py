@@ -39,7 +39,7 @@ def main() -> int:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--workspace", default=None)
-    parser.add_argument("--sample", type=int, default=200_000,
+    parser.add_argument("--sample", type=int, default=100_000,
                         help="rows measured for the length statistics (as `data inspect`); 0 measures all")
     args = parser.parse_args()
     workspace = Workspace.resolve(args.workspace)

@@ -18,9 +18,9 @@ def register(subparsers) -> None:
     inspect.add_argument("file", help=".jsonl .json .csv .tsv .parquet or a datasets.save_to_disk directory")
     inspect.add_argument("--model", help="measure token lengths with this model's tokenizer and chat template")
     inspect.add_argument("--max-length", type=int, default=1024, help="cutoff length to check (default 1024)")
-    inspect.add_argument("--sample", type=int, default=200_000, metavar="N",
+    inspect.add_argument("--sample", type=int, default=100_000, metavar="N",
                          help="measure token lengths on a seeded sample of N rows when there are more "
-                              "(default 200000; 0 measures every row)")
+                              "(default 100000; 0 measures every row)")
     inspect.add_argument("--mapping", action="append", help=mapping_help)
     inspect.add_argument("--skip-bad", action="store_true", help="skip malformed rows instead of failing")
     inspect.add_argument("--system-prompt", help="system message added to rows that have none")

@@ -322,13 +322,13 @@ def load_chat_tokenizer(spec: str, workspace: Workspace, chat_template: str | No
     return ChatTokenizer(_model_files(ref), chat_template=chat_template, name=spec)
 
 
-DEFAULT_SAMPLE = 200_000
+DEFAULT_SAMPLE = 100_000
 
 
 def token_statistics(conversations: Sequence[Conversation], tok: ChatTokenizer, max_length: int,
                      sample: int | None = DEFAULT_SAMPLE, seed: int = 0) -> dict[str, Any]:
     """Length statistics of every row, or of a seeded uniform sample of `sample` rows when there are more
-    (then labelled: `measured_rows` < `rows`; shares are estimates, ±0.1 points at 200,000 rows)."""
+    (then labelled: `measured_rows` < `rows`; a share near 6% is estimated within ±0.15 points at 100,000 rows)."""
     if max_length < 1:
         raise UserError(f"--max-length {max_length}: must be a positive number of tokens")
     measured = conversations
