@@ -250,3 +250,24 @@ def test_estimate_refuses_a_model_of_another_family(workspace, tmp_path):
     bart = validate_config({**load_preset("bart-lora", workspace).data, "model": {"name_or_path": str(bart_dir)}}, "x")
     estimate = estimate_run(bart, workspace, None)
     assert 100_000_000 < estimate.total_params < 130_000_000  # KoBART-base is ~124M
+
+
+@pytest.mark.parametrize("model, published", [
+    ("Qwen/Qwen2.5-7B-Instruct", 7_615_616_512),
+    ("mistralai/Mistral-7B-Instruct-v0.3", 7_248_023_552),
+    ("google/gemma-2-9b-it", 9_241_705_984),
+    ("EleutherAI/polyglot-ko-1.3b", 1_331_810_304),
+])
+def test_reference_models_match_their_published_parameter_counts(model, published):
+    from workbench.core.family import REFERENCE_CONFIGS
+
+    assert parameter_count(shape_from_config(REFERENCE_CONFIGS[model])) == published
+
+
+def test_a_preset_shows_its_family_reference_model_when_its_model_is_of_another_family(workspace):
+    from workbench.core.memory import estimate_run
+
+    estimate = estimate_run(load_preset("qwen-qlora", workspace).resolve(), workspace, None,
+                            reference_if_other_family=True)
+    assert estimate.model == "Qwen/Qwen2.5-7B-Instruct"
+    assert estimate.trainable_params == 40_370_176  # what PEFT prints for r=16 on all 7 projections

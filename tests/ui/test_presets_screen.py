@@ -60,8 +60,8 @@ async def test_stepping_through_presets_and_families(workspace):
         await pilot.press("right_square_bracket")  # qwen-qlora: differs from qwen-lora in quantization
         assert _row(app, "quantization.load_in_4bit") == ("* load_in_4bit", "true  (default false)")
         assert _row(app, "lora.r") == ("  r", "16")
-        # the preset's default model is SmolLM2 (llama): no estimate pretending to be a Qwen one
-        assert "set a qwen model for an estimate" in str(screen.query_one("#memory", Static).render())
+        # the preset's default model is SmolLM2 (llama): the estimate is for the family's reference model
+        assert "memory for Qwen/Qwen2.5-7B-Instruct: ~" in str(screen.query_one("#memory", Static).render())
         await pilot.press("f", "f", "f", "f", "f", "f")  # around to llama again
         assert screen.current == "llama-lora"
         assert "memory for smollm2-135m: ~" in str(screen.query_one("#memory", Static).render())

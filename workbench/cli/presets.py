@@ -82,7 +82,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     diff = differences(config, default.resolve() if default else None)
     gpus = detect_gpus()
     try:
-        estimate, estimate_error = estimate_run(config, workspace, gpus[0] if gpus else None), None
+        estimate = estimate_run(config, workspace, gpus[0] if gpus else None, reference_if_other_family=not args.model)
+        estimate_error = None
     except UserError as error:
         estimate, estimate_error = None, str(error)
     if args.json:
@@ -99,7 +100,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if default is not None and default.name != preset.name:
         print(f"\ndiffers from {default.name}:")
         print_table(["FIELD", "VALUE", "DEFAULT"], [(k, str(v), str(d)) for k, (v, d) in diff.items()])
-    print(f"\nmemory estimate for {config.model.name_or_path}:")
+    print(f"\nmemory estimate for {estimate.model if estimate else config.model.name_or_path}:")
     if estimate is None:
         print(f"  {estimate_error}")
         return 0

@@ -255,6 +255,7 @@ class MemoryEstimate:
     gradient_checkpointing: bool
     gpu_name: str | None = None
     gpu_bytes: int | None = None
+    model: str | None = None  # the model the estimate is for, where known
 
     @property
     def total_bytes(self) -> float:
@@ -409,9 +410,12 @@ def detect_gpus() -> list[GpuInfo]:
     return gpus
 
 
-def estimate_run(config: RunConfig, workspace, gpu: GpuInfo | None) -> MemoryEstimate:
-    """The estimate for the config's own model; a UserError says why when its config.json is not at hand."""
-    from workbench.core.family import model_config_json
+def estimate_run(config: RunConfig, workspace, gpu: GpuInfo | None,
+                 reference_if_other_family: bool = False) -> MemoryEstimate:
+    """The estimate for the config's own model; a UserError says why when its config.json is not at hand.
+    With `reference_if_other_family`, a model of another family than the preset's (e.g. the default
+    SmolLM2 under a Qwen preset) is replaced by the family's reference model, named in `estimate.model`."""
+    from workbench.core.family import FAMILIES, model_config_json
 
     spec = config.model.name_or_path
     model_config = model_config_json(spec, workspace)
@@ -420,6 +424,11 @@ def estimate_run(config: RunConfig, workspace, gpu: GpuInfo | None) -> MemoryEst
                         "(give a local model directory)")
     model_family = family_of_config(model_config)
     if config.family and model_family is not None and model_family.name != config.family:
-        raise UserError(f"model.name_or_path {spec!r} is a {model_family.name} model but the preset is for "
-                        f"{config.family}: set a {config.family} model for an estimate")
-    return estimate_memory(config, shape_from_config(model_config), gpu)
+        if not reference_if_other_family:
+            raise UserError(f"model.name_or_path {spec!r} is a {model_family.name} model but the preset is for "
+                            f"{config.family}: set a {config.family} model for an estimate")
+        spec = FAMILIES[config.family].reference_model
+        model_config = model_config_json(spec, workspace)
+    estimate = estimate_memory(config, shape_from_config(model_config), gpu)
+    estimate.model = spec
+    return estimate

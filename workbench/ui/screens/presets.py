@@ -260,13 +260,13 @@ class PresetsScreen(Screen):
             return
         config = self.config_of(self.current)
         try:
-            estimate = estimate_run(config, self.app.workspace, self.gpu)
+            estimate = estimate_run(config, self.app.workspace, self.gpu, reference_if_other_family=True)
         except UserError as error:
             memory.update(f"memory: {error}")
             return
         gib = 1024**3
         memory.update(
-            f"memory for {config.model.name_or_path}: {estimate.verdict()}\n"
+            f"memory for {estimate.model}: {estimate.verdict()}\n"
             f"GiB: weights {estimate.weights_bytes / gib:.2f} · adapter+optim "
             f"{(estimate.adapter_bytes + estimate.gradients_bytes + estimate.optimizer_bytes) / gib:.2f} · "
             f"activ. {estimate.activations_bytes / gib:.2f} · logits {estimate.logits_bytes / gib:.2f}")
