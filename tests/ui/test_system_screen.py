@@ -64,10 +64,13 @@ class FakeJob:
 
 
 class SystemApp(App):
-    def __init__(self, workspace, jobs, report=cpu_report):
+    """Hands out the doctor job first (the screen checks the environment on mount), then `jobs` in order."""
+
+    def __init__(self, workspace, jobs, doctor=None):
         super().__init__()
         self.workspace = workspace
-        self.jobs, self.report = jobs, report
+        report = {"type": "result", "report": cpu_report(workspace.root)}
+        self.jobs = [doctor or FakeJob([report]), *jobs]
         self.started = []
 
     def factory(self, module, args, log_path):
@@ -75,7 +78,7 @@ class SystemApp(App):
         return self.jobs.pop(0)
 
     def on_mount(self):
-        self.push_screen(SystemScreen(report_factory=self.report, job_factory=self.factory))
+        self.push_screen(SystemScreen(job_factory=self.factory))
 
 
 async def wait_until(pilot, condition, what, timeout=10.0):
@@ -95,6 +98,7 @@ async def test_environment_tab_shows_the_doctor_report_with_fixes(workspace):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         await wait_until(pilot, lambda: screen.report is not None, "the doctor report")
+        assert app.started[0] == ("workbench.core.hardware", ["--report", str(workspace.root)])
         doctor = text(screen, "#doctor")
         assert "torch        2.13.0+cpu" in doctor
         assert "gpu          none: no NVIDIA driver" in doctor
@@ -102,15 +106,17 @@ async def test_environment_tab_shows_the_doctor_report_with_fixes(workspace):
         assert "not installed deepspeed" in doctor
 
 
-async def test_failing_probe_is_shown_not_raised(workspace):
-    def broken(root):
-        raise RuntimeError("psutil exploded")
-
-    app = SystemApp(workspace, [], report=broken)
+async def test_failing_probe_is_shown_and_f5_checks_again(workspace):
+    crashed = FakeJob([{"type": "error", "message": "worker exited with code -11: Segmentation fault"}])
+    again = FakeJob([{"type": "result", "report": cpu_report(workspace.root)}])
+    app = SystemApp(workspace, [again], doctor=crashed)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        await wait_until(pilot, lambda: "failed" in text(screen, "#doctor"), "the error")
-        assert "psutil exploded" in text(screen, "#doctor")
+        await wait_until(pilot, lambda: screen.doctor is None and screen.doctor_failed, "the error")
+        assert "failed: worker exited with code -11" in text(screen, "#doctor")
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: screen.report is not None, "the second check")
+        assert "QLoRA        ready" in text(screen, "#doctor")
 
 
 async def test_model_structure_analysis_lists_modules_and_suggests_targets(workspace):
@@ -124,7 +130,7 @@ async def test_model_structure_analysis_lists_modules_and_suggests_targets(works
         model.value = "org/kogpt2"
         await pilot.press("ctrl+r")
         assert screen.query_one(TabbedContent).active == "structure"
-        module, args = app.started[0]
+        module, args = app.started[1]
         assert module == "workbench.engine.inspect_model" and args[0] == "org/kogpt2"
         assert args[args.index("--rank") + 1] == "16"
         await wait_until(pilot, lambda: screen.client is None and screen.analysis, "the analysis")
@@ -145,4 +151,4 @@ async def test_model_structure_analysis_lists_modules_and_suggests_targets(works
 
         screen.query_one("#rank", Input).value = "0"
         await pilot.press("ctrl+r")
-        assert "r must be" in text(screen, "#inspect-status") and len(app.started) == 2
+        assert "r must be" in text(screen, "#inspect-status") and len(app.started) == 3

@@ -226,10 +226,11 @@ def readiness(packages: dict[str, str | None], gpus: dict[str, Any], engine: dic
     }
 
 
-def doctor_report(workspace_root: Path, probe_torch: bool = True) -> dict[str, Any]:
+def doctor_report(workspace_root: Path, engine: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full report; `engine` is the torch/bitsandbytes probe, run in a child process unless given."""
     packages = package_versions()
     gpus = probe_gpus()
-    engine = probe_engine() if probe_torch else {"torch": None, "bitsandbytes": None, "reason": "not probed"}
+    engine = engine if engine is not None else probe_engine()
     return {
         "python": probe_python(),
         "packages": packages,
@@ -281,5 +282,13 @@ def format_report(report: dict) -> list[str]:
     return lines
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--engine-probe"]:
-    print(json.dumps(_engine_probe()))
+if __name__ == "__main__":
+    # --engine-probe: the torch part only (for doctor_report in a torch-free process).
+    # --report ROOT: the whole report as one JSON-line message, for the System screen, which runs it as a
+    # killable child (core/jsonproc.py) so that leaving the screen never waits for torch to import.
+    if sys.argv[1:] == ["--engine-probe"]:
+        print(json.dumps(_engine_probe()))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--report":
+        print(json.dumps({"type": "result", "report": doctor_report(Path(sys.argv[2]), engine=_engine_probe())}))
+    else:
+        sys.exit("usage: python -m workbench.core.hardware --engine-probe | --report WORKSPACE")

@@ -1,8 +1,9 @@
 """System: the `doctor` report (versions, GPUs, torch/CUDA, bitsandbytes, RAM, disk, QLoRA/multi-GPU
 readiness with fixes) and a model structure analysis (seed 002) suggesting LoRA target modules.
 
-The doctor probes torch in a child process (core/hardware.py) from a thread worker; the analysis runs
-`python -m workbench.engine.inspect_model` on a weightless meta-device model. No torch in this process.
+Both run as child processes speaking JSON lines (core/jsonproc.py): the doctor as
+`python -m workbench.core.hardware --report`, the analysis as `python -m workbench.engine.inspect_model`
+on a weightless meta-device model. No torch in this process, and leaving the screen kills the children.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static, TabbedContent, TabPane
 
-from workbench.core.hardware import doctor_report, format_report
+from workbench.core.hardware import format_report
 from workbench.core.models import DEFAULT_MODEL
 from workbench.ui.screens.evaluate import JobClient, JobMessage, start_job
 
@@ -37,13 +38,13 @@ class SystemScreen(Screen):
         Binding("f5", "refresh_report", "Re-check", show=False),
     ]
 
-    def __init__(self, report_factory: Callable[[Path], dict[str, Any]] = doctor_report,
-                 job_factory: Callable[[str, list[str], Path], JobClient] = start_job) -> None:
+    def __init__(self, job_factory: Callable[[str, list[str], Path], JobClient] = start_job) -> None:
         super().__init__()
-        self.report_factory = report_factory
         self.job_factory = job_factory
         self.report: dict[str, Any] | None = None
         self.analysis: dict[str, Any] | None = None
+        self.doctor: JobClient | None = None
+        self.doctor_failed = False
         self.client: JobClient | None = None
         self.job_failed = False
 
@@ -85,22 +86,25 @@ class SystemScreen(Screen):
         self.action_refresh_report()
 
     def on_unmount(self) -> None:
-        if self.client is not None:
-            self.client.kill()
+        for client in (self.doctor, self.client):
+            if client is not None:
+                client.kill()
+
+    @property
+    def logs(self) -> Path:
+        logs = self.app.workspace.root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return logs
 
     # -- environment --------------------------------------------------------------------------
     def action_refresh_report(self) -> None:
+        if self.doctor is not None:
+            return  # a check is already running
         self.query_one("#doctor", Static).update("checking the environment (torch is probed in a child process)…")
-        self._probe()
-
-    @work(thread=True, exclusive=True, group="doctor")
-    def _probe(self) -> None:
-        try:
-            report = self.report_factory(self.app.workspace.root)
-        except Exception as error:  # noqa: BLE001 - shown on screen instead of crashing the TUI
-            self.app.call_from_thread(self._show_report_error, f"{type(error).__name__}: {error}")
-            return
-        self.app.call_from_thread(self._show_report, report)
+        self.doctor_failed = False
+        self.doctor = self.job_factory("workbench.core.hardware", ["--report", str(self.app.workspace.root)],
+                                       self.logs / "doctor.log")
+        self._read_messages("doctor", self.doctor)
 
     def _show_report(self, report: dict[str, Any]) -> None:
         self.report = report
@@ -109,6 +113,7 @@ class SystemScreen(Screen):
         doctor.update("\n".join(format_report(report)) + "\n\nf5: check again")
 
     def _show_report_error(self, message: str) -> None:
+        self.doctor_failed = True
         doctor = self.query_one("#doctor", Static)
         doctor.add_class("error")
         doctor.update(f"the environment check failed: {message}\n\nf5: check again")
@@ -137,25 +142,30 @@ class SystemScreen(Screen):
         if not rank.isdigit() or int(rank) < 1:
             self.set_inspect_status("r must be a whole number ≥ 1", error=True)
             return
-        workspace = self.app.workspace
-        logs = workspace.root / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
         self.job_failed = False
         self.set_inspect_status(f"analysing {model}…")
         self.client = self.job_factory("workbench.engine.inspect_model",
-                                       [model, "--workspace", str(workspace.root), "--rank", rank],
-                                       logs / "inspect-model.log")
-        self._read_messages(self.client)
+                                       [model, "--workspace", str(self.app.workspace.root), "--rank", rank],
+                                       self.logs / "inspect-model.log")
+        self._read_messages("inspect", self.client)
 
-    @work(thread=True, group="inspect-model")
-    def _read_messages(self, client: JobClient) -> None:
+    @work(thread=True, group="system-jobs")
+    def _read_messages(self, job: str, client: JobClient) -> None:
         for message in client.messages():
-            self.post_message(JobMessage("inspect", message))
+            self.post_message(JobMessage(job, message))
         client.close()
-        self.post_message(JobMessage("inspect", {"type": "exit"}))
+        self.post_message(JobMessage(job, {"type": "exit"}))
 
     def on_job_message(self, message: JobMessage) -> None:
         data, kind = message.data, message.data.get("type")
+        if message.job == "doctor":
+            if kind == "result":
+                self._show_report(data["report"])
+            elif kind == "error" and not self.doctor_failed:
+                self._show_report_error(data.get("message", "failed"))
+            elif kind == "exit":
+                self.doctor = None
+            return
         if kind == "status":
             self.set_inspect_status(data.get("message", ""))
         elif kind == "result":
