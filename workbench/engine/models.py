@@ -16,6 +16,7 @@ import torch
 
 from workbench.core import atomic
 from workbench.core.config import ModelSection, QuantizationSection, RunConfig
+from workbench.core.data.tokens import CHATML_FALLBACK
 from workbench.core.errors import UserError
 from workbench.core.models import CONVERTED_MARKER, ModelRef, resolve_model
 from workbench.core.workspace import Workspace
@@ -107,6 +108,10 @@ def load_tokenizer(source: str, model: ModelSection):
         raise UserError(f"model {model.name_or_path!r}: cannot load its tokenizer: {_first_line(error)}") from None
     if model.chat_template:
         tokenizer.chat_template = model.chat_template
+    elif not tokenizer.chat_template:
+        # Base models (KoGPT-2, Polyglot-Ko) ship none; train, evaluate and chat all use the same ChatML
+        # fallback that the length statistics assume.
+        tokenizer.chat_template = CHATML_FALLBACK
     if tokenizer.pad_token is None:
         # Padding tokens are masked out of attention and loss; reusing EOS is the usual choice.
         tokenizer.pad_token = tokenizer.eos_token

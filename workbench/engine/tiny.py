@@ -7,12 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+from workbench.core.data.tokens import CHATML_FALLBACK
+
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 _CORPUS = [
     "The capital of France is Paris. What is the capital of Korea? Seoul.",
@@ -46,7 +42,7 @@ def build_tokenizer(directory: str | Path, vocab_size: int = 384):
         pad_token="<pad>",
         unk_token=None,
     )
-    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.chat_template = CHATML_FALLBACK
     tokenizer.model_max_length = 512
     tokenizer.save_pretrained(directory)
     return tokenizer
