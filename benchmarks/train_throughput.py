@@ -7,7 +7,8 @@ Data: the bundled demo rows (short and long Korean/English instructions, so leng
 --examples rows, evaluated on 32 held-out rows afterwards. Each trainer runs in its own process:
   baseline         plain TRL SFTTrainer with its defaults (bf16 autocast, gradient checkpointing, padded
                    batches, per-step entropy/accuracy); only the LoRA and the learning-rate schedule are
-                   set to the workbench preset's, so the losses are comparable.
+                   set to the workbench preset's, so the losses are comparable. On a CPU without native
+                   bf16 (no AMX/AVX512-BF16) it runs fp32, as bf16 autocast there is ~50x slower.
   workbench        `llama-lora` preset through workbench.engine.build, with the event stream and control
                    callbacks (what `lora-workbench train` runs).
   workbench-quiet  the same without the event and control callbacks: the monitoring overhead.
@@ -94,6 +95,7 @@ def run_baseline(args, data_dir: Path, output_dir: Path) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from workbench.core.workspace import Workspace
+    from workbench.engine.build import cpu_has_fast_bf16
     from workbench.engine.models import resolve_and_materialize
     from workbench.engine.sft_data import to_prompt_completion
 
@@ -113,6 +115,9 @@ def run_baseline(args, data_dir: Path, output_dir: Path) -> dict:
         lr_scheduler_type="cosine",
         warmup_steps=10,
         use_cpu=not torch.cuda.is_available(),
+        # TRL's default bf16 autocast is ~50x slower than fp32 on a CPU without AMX/AVX512-BF16 (measured on
+        # AVX2); there the baseline gets fp32, which only makes it faster.
+        **({} if torch.cuda.is_available() or cpu_has_fast_bf16() else {"bf16": False}),
         save_strategy="no",
         eval_strategy="no",
         report_to="none",
