@@ -36,13 +36,15 @@ def test_doctor_json_has_every_field_on_cpu(workspace):
     assert "multi-GPU" in text and "fix:" in text
 
 
-def test_probing_does_not_import_torch_in_the_calling_process(workspace):
+def test_everything_but_the_engine_probe_runs_without_importing_torch(workspace):
+    """The torch part is a child process (covered above); the rest must not pull torch in."""
     code = (
-        "import sys; from workbench.core.hardware import doctor_report; "
-        f"r = doctor_report(__import__('pathlib').Path({str(workspace.root)!r})); "
-        "assert r['torch']['version']; print('torch' in sys.modules)"
+        "import sys; from pathlib import Path; from workbench.core.hardware import doctor_report; "
+        f"r = doctor_report(Path({str(workspace.root)!r}), engine={{'torch': None, 'reason': 'skipped'}}); "
+        "assert r['cpu']['ram_total_mb'] and r['packages']['torch'] and r['gpus']['reason']; "
+        "print('torch' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
 
