@@ -126,7 +126,7 @@ class EvaluateScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#metrics", DataTable).add_columns("Metric", "Base", "Tuned", "Delta", "")
-        self.query_one("#examples", DataTable).add_columns("#", "Prompt", "ROUGE-L")
+        self.query_one("#examples", DataTable).add_columns("#", "ROUGE-L", "Prompt")
         self.query_one("#base-pane").border_title = "base"
         self.query_one("#tuned-pane").border_title = "fine-tuned"
         self.refresh_runs()
@@ -190,7 +190,8 @@ class EvaluateScreen(Screen):
         examples.clear()
         for record in predictions:
             scores = f"{record['base_scores']['rougeL']:.2f}→{record['tuned_scores']['rougeL']:.2f}"
-            examples.add_row(str(record["index"]), " ".join(record["prompt"].split())[:60], scores,
+            # Scores first: a long prompt is cut at the screen edge, never the scores.
+            examples.add_row(str(record["index"]), scores, " ".join(record["prompt"].split())[:80],
                              key=str(record["index"]))
         self.show_example(0)
 
