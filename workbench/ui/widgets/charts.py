@@ -2,12 +2,14 @@
 
 A built chart is cached per (data version, size, theme): restyling or relayout never rebuilds it (plotext
 takes ~10 ms per chart), and a resize rebuilds it at the new size. The caller decides how often data
-changes arrive (the live view throttles them).
+changes arrive (the live view throttles them) and may ask for `background_builds`: then a stale chart keeps
+showing its previous drawing while a thread builds the new one, so the event loop never waits on plotext.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 
 from rich.text import Text
@@ -43,7 +45,10 @@ class MetricChart(PlotextPlot):
         self.title = title
         self.lines: dict[str, Series] = {}
         self.data_version = 0
+        self.background_builds = False
         self._cache: tuple[tuple, Text] | None = None
+        self._building: tuple | None = None  # the key a thread is building
+        self._plot_lock = threading.Lock()  # one build at a time on this chart's plotext figure
 
     def set_lines(self, lines: dict[str, Series]) -> None:
         self.lines = lines
@@ -62,11 +67,32 @@ class MetricChart(PlotextPlot):
 
     def render(self):
         key = self._cache_key()
+        if self._cache is not None and self._cache[0] != key and self.background_builds:
+            if self._building != key:
+                self._building = key
+                self.run_worker(lambda: self._build_in_thread(key), thread=True, exit_on_error=False,
+                                group="chart-build")
+            return self._cache[1]
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self._build())
         return self._cache[1]
 
+    def _build_in_thread(self, key: tuple) -> None:
+        text = self._build()
+        self.app.call_from_thread(self._swap_in, key, text)
+
+    def _swap_in(self, key: tuple, text: Text) -> None:
+        if self._building == key:
+            self._building = None
+        if self._cache is None or key[0] >= self._cache[0][0]:  # never back to older data
+            self._cache = (key, text)
+            self.refresh()
+
     def _build(self) -> Text:
+        with self._plot_lock:
+            return self._build_figure()
+
+    def _build_figure(self) -> Text:
         plt = self.plt
         plt.clear_figure()
         plt.title(self.title)

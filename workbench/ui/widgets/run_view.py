@@ -2,7 +2,9 @@
 
 A thread worker tails the file (EventTail, from the first byte: re-attaching draws the whole history)
 and folds events into a RunHistory; it posts RunUpdated, which collapses while pending, and the view
-redraws at most MAX_REDRAWS_PER_S times a second however fast the trainer writes.
+redraws at most MAX_REDRAWS_PER_S times a second however fast the trainer writes. A chart rebuild costs
+~10 ms (plotext), so while events flood in (over FLOOD_EVENTS_PER_S) each redraw rebuilds only the one
+stalest chart, shown charts first, in a thread (MetricChart.background_builds): keys stay quick.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from workbench.ui.run_history import RunHistory, Snapshot, elapsed_seconds, form
 from workbench.ui.widgets.charts import MetricChart
 
 MAX_REDRAWS_PER_S = 4
+FLOOD_EVENTS_PER_S = 20
 POLL_S = 0.1
 STATE_POLL_S = 1.0
 # Below this size only the loss chart and one other (cycled with `c`) are shown, so both stay readable.
@@ -115,8 +118,12 @@ class RunView(Vertical):
         self.run = run
         self.history = RunHistory()
         self.secondary = SECONDARY_CHARTS[0]
-        self.drawn_version = -1
+        self.drawn_version = -1  # the history version every chart and the log lines show
+        self.chart_versions = dict.fromkeys(CHARTS, -1)
+        self.chart_turn = 0  # round-robin position among stale charts while flooded
         self.redraw_count = 0
+        self.events_per_s = 0.0
+        self._rate_mark = (time.monotonic(), 0)  # (when, events seen) at the last rate estimate
         self._last_redraw = 0.0
         self._redraw_timer = None
         self.log_lines = 3
@@ -217,17 +224,43 @@ class RunView(Vertical):
 
     # -- drawing --------------------------------------------------------------------------------
     def redraw(self) -> None:
-        self._last_redraw = time.monotonic()
+        now = self._last_redraw = time.monotonic()
         snap = self.history.snapshot()
+        self._estimate_rate(now, snap.events_seen)
         self._draw_progress(snap)
         self._draw_buttons()
-        if snap.version != self.drawn_version:
+        if snap.version == self.drawn_version:
+            return
+        self._draw_logs(snap)
+        flooded = self.events_per_s > FLOOD_EVENTS_PER_S
+        for chart in self.query(MetricChart):
+            chart.background_builds = flooded
+        stale = [name for name in self._charts_in_turn() if self.chart_versions[name] != snap.version]
+        shown = [name for name in stale if self.query_one(f"#chart-{name}").display]
+        if flooded and shown:
+            # Hidden charts cost nothing until shown; of the shown ones, only the next in turn.
+            stale = [name for name in stale if name not in shown] + shown[:1]
+            self.chart_turn = list(CHARTS).index(shown[0]) + 1
+        for name in stale:
+            chart = self.query_one(f"#chart-{name}", MetricChart)
+            chart.set_lines({label: snap.series[series] for label, series in CHARTS[name][1]})
+            self.chart_versions[name] = snap.version
+        self.redraw_count += 1
+        if all(version == snap.version for version in self.chart_versions.values()):
             self.drawn_version = snap.version
-            self.redraw_count += 1
-            for name, (_, lines) in CHARTS.items():
-                chart = self.query_one(f"#chart-{name}", MetricChart)
-                chart.set_lines({label: snap.series[series] for label, series in lines})
-            self._draw_logs(snap)
+        else:
+            self._schedule_redraw()  # the other charts on the next turns, even if no event comes
+
+    def _estimate_rate(self, now: float, events_seen: int) -> None:
+        since, seen = self._rate_mark
+        if now - since >= 0.5:
+            self.events_per_s = (events_seen - seen) / (now - since)
+            self._rate_mark = (now, events_seen)
+
+    def _charts_in_turn(self) -> list[str]:
+        names = list(CHARTS)
+        turn = self.chart_turn % len(names)
+        return names[turn:] + names[:turn]
 
     def _draw_buttons(self) -> None:
         active = self.state in ACTIVE_STATES
