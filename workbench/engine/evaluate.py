@@ -79,17 +79,18 @@ def prompt_messages(messages: list[dict[str, str]], system_prompt: str | None) -
 
 
 def render(tokenizer, messages: list[dict[str, str]], system_prompt: str | None) -> tuple[str, str]:
-    """(prompt text ending where the answer starts, answer text including the end-of-turn marker)."""
+    """(prompt text ending where the answer starts, answer text including the end-of-turn marker).
+
+    load_tokenizer gives every tokenizer a chat template (ChatML for base models without one), the same
+    one training used. A template that renders the history differently once the answer is appended
+    (some strip reasoning or whitespace) falls back to the answer followed by EOS.
+    """
     prompt = prompt_messages(messages, system_prompt)
-    answer = messages[-1]["content"]
-    if tokenizer.chat_template:
-        prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        full_text = tokenizer.apply_chat_template(prompt + [messages[-1]], tokenize=False)
-        if full_text.startswith(prompt_text):
-            return prompt_text, full_text[len(prompt_text):]
-    else:
-        prompt_text = "".join(f"{m['content']}\n\n" for m in prompt)
-    return prompt_text, answer + (tokenizer.eos_token or "")
+    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(prompt + [messages[-1]], tokenize=False)
+    if full_text.startswith(prompt_text):
+        return prompt_text, full_text[len(prompt_text):]
+    return prompt_text, messages[-1]["content"] + (tokenizer.eos_token or "")
 
 
 def encode(tokenizer, messages, system_prompt: str | None, max_length: int) -> tuple[list[int], list[int]]:
