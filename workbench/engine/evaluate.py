@@ -29,7 +29,7 @@ from workbench.core.metrics import corpus_scores, example_scores
 from workbench.core.report import write_reports
 from workbench.core.runs import RunDir, open_run
 from workbench.core.workspace import Workspace
-from workbench.engine.protocol import emit, open_protocol
+from workbench.engine.protocol import emit, run_task
 
 SPLITS = ("test", "val", "train")
 DEFAULT_MAX_NEW_TOKENS = 128
@@ -266,19 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     args = parser.parse_args(argv)
-    open_protocol()
-    try:
+
+    def task() -> dict:
         workspace = Workspace.resolve(args.workspace)
         run = open_run(workspace, args.run_id)
-        metrics = evaluate_run(run, workspace, args.split, args.limit, args.max_new_tokens)
-    except UserError as error:
-        emit("error", message=str(error), user_error=True)
-        return UserError.exit_code
-    except Exception as error:  # noqa: BLE001 - reported to the parent, which shows it
-        emit("error", message=f"{type(error).__name__}: {error}", user_error=False)
-        raise
-    emit("result", metrics=metrics)
-    return 0
+        return {"metrics": evaluate_run(run, workspace, args.split, args.limit, args.max_new_tokens)}
+
+    return run_task(task)
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def export_run(run: RunDir, workspace: Workspace, out: Path, merge: bool = False
 
 
 def main(argv: list[str] | None = None) -> int:
-    from workbench.engine.protocol import emit, open_protocol
+    from workbench.engine.protocol import emit, run_task
 
     parser = argparse.ArgumentParser(prog="python -m workbench.engine.export")
     parser.add_argument("run_id")
@@ -163,19 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--merge", action="store_true")
     args = parser.parse_args(argv)
-    open_protocol()
-    try:
+
+    def task() -> dict:
         workspace = Workspace.resolve(args.workspace)
-        result = export_run(open_run(workspace, args.run_id), workspace, Path(args.out), args.merge,
-                            log=lambda message: emit("status", message=message))
-    except UserError as error:
-        emit("error", message=str(error), user_error=True)
-        return UserError.exit_code
-    except Exception as error:  # noqa: BLE001 - reported to the parent, which shows it
-        emit("error", message=f"{type(error).__name__}: {error}", user_error=False)
-        raise
-    emit("result", **result)
-    return 0
+        return export_run(open_run(workspace, args.run_id), workspace, Path(args.out), args.merge,
+                          log=lambda message: emit("status", message=message))
+
+    return run_task(task)
 
 
 if __name__ == "__main__":

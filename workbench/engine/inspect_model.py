@@ -120,25 +120,15 @@ def inspect_model(spec: str, workspace: Workspace, rank: int = 16, trust_remote_
 
 
 def main(argv: list[str] | None = None) -> int:
-    from workbench.engine.protocol import emit, open_protocol
+    from workbench.engine.protocol import emit, run_task
 
     parser = argparse.ArgumentParser(prog="python -m workbench.engine.inspect_model")
     parser.add_argument("model")
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--rank", type=int, default=16)
     args = parser.parse_args(argv)
-    open_protocol()
-    try:
-        result = inspect_model(args.model, Workspace.resolve(args.workspace), args.rank,
-                               log=lambda message: emit("status", message=message))
-    except UserError as error:
-        emit("error", message=str(error), user_error=True)
-        return UserError.exit_code
-    except Exception as error:  # noqa: BLE001 - reported to the parent, which shows it
-        emit("error", message=f"{type(error).__name__}: {error}", user_error=False)
-        raise
-    emit("result", **result)
-    return 0
+    return run_task(lambda: inspect_model(args.model, Workspace.resolve(args.workspace), args.rank,
+                                          log=lambda message: emit("status", message=message)))
 
 
 if __name__ == "__main__":

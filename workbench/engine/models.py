@@ -205,21 +205,15 @@ def _main(argv: list[str] | None = None) -> int:
     reporting over JSON lines (log..., then done or error), so the TUI can do it without importing torch."""
     import argparse
 
-    from workbench.engine.protocol import emit, open_protocol
+    from workbench.engine.protocol import emit, run_task
 
     parser = argparse.ArgumentParser(prog="python -m workbench.engine.models")
     parser.add_argument("--materialize", metavar="SPEC", required=True)
     parser.add_argument("--workspace", default=None)
     args = parser.parse_args(argv)
-    open_protocol()
-    try:
-        path = resolve_and_materialize(args.materialize, Workspace.resolve(args.workspace),
-                                       log=lambda message: emit("log", message=message))
-    except UserError as error:
-        emit("error", message=str(error))
-        return UserError.exit_code
-    emit("done", path=path)
-    return 0
+    return run_task(lambda: {"path": resolve_and_materialize(args.materialize, Workspace.resolve(args.workspace),
+                                                             log=lambda message: emit("log", message=message))},
+                    result_type="done")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 _protocol_out = None
 
@@ -41,3 +41,21 @@ def requests() -> Iterator[dict[str, Any]]:
             continue
         if isinstance(request, dict):
             yield request
+
+
+def run_task(task: Callable[[], dict[str, Any]], result_type: str = "result") -> int:
+    """A one-shot worker's main: the task's dict becomes one `result_type` message; a UserError becomes an
+    `error` message and exit code 2; any other failure an `error` message, then its traceback on stderr."""
+    from workbench.core.errors import UserError
+
+    open_protocol()
+    try:
+        result = task()
+    except UserError as error:
+        emit("error", message=str(error), user_error=True)
+        return UserError.exit_code
+    except Exception as error:  # noqa: BLE001 - reported to the parent, which shows it
+        emit("error", message=f"{type(error).__name__}: {error}", user_error=False)
+        raise
+    emit(result_type, **result)
+    return 0

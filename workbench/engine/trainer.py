@@ -12,7 +12,6 @@ import argparse
 import os
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import yaml
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
@@ -119,6 +119,7 @@ class NewRunScreen(Screen):
             with VerticalScroll(id="review-box") as review_box:
                 review_box.border_title = "resolved run.yaml"
                 yield Static("", id="review", markup=False)
+        yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = "new run"
