@@ -21,6 +21,7 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "step": (
         "step", "total_steps", "epoch", "loss", "grad_norm", "lr", "tokens_per_s", "vram_allocated_mb",
         "vram_reserved_mb", "vram_peak_mb", "gpu_util", "ram_mb", "eta_s",
+        "vram_per_gpu_mb",  # a list, one entry per rank, in multi-GPU runs; the vram_*_mb fields are the maximum
     ),
     "eval": ("step", "eval_loss", "perplexity"),
     "checkpoint": ("step", "path"),
