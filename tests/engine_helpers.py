@@ -8,7 +8,7 @@ from pathlib import Path
 from workbench.core.events import read_events
 from workbench.core.launcher import launch
 from workbench.core.newrun import create_run, resolve_config
-from workbench.core.runs import FINAL_STATES, RunDir
+from workbench.core.runs import RunDir
 
 FAST = [
     "training.per_device_train_batch_size=4",
@@ -44,7 +44,7 @@ def wait_for_end(run: RunDir, timeout_s: float = 300.0) -> dict:
         end = [e for e in events if e["type"] == "end"]
         if end:
             return end[-1]
-        if run.state() in FINAL_STATES and run.state() != "stopped":
+        if run.ended_without_end_event():
             log = run.log_path.read_text(errors="replace") if run.log_path.exists() else ""
             raise AssertionError(f"trainer ended ({run.state()}) without an end event:\n{log[-3000:]}")
         return None

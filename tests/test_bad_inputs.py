@@ -219,6 +219,8 @@ CASES = [
      "invalid YAML"),
     ("train-preset-qlora-without-4bit", ["train", "--preset", "{presets}/qlora_no4bit.yaml", "--data", "good"],
      "needs quantization.load_in_4bit"),
+    ("train-seq2seq-preset", ["train", "--preset", "bart-lora", "--data", "good"],
+     "task seq2seq (encoder-decoder) is not trainable yet"),
     ("train-data-required", ["train", "--preset", "llama-lora"], "--data is required"),
     ("train-data-missing", ["train", "--preset", "llama-lora", "--data", "{root}/nodata"], "--data '{root}/nodata'"),
     ("train-data-not-prepared", ["train", "--preset", "llama-lora", "--data", "{data}"], "train.jsonl is missing"),

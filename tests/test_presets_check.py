@@ -107,12 +107,12 @@ def _saved_bytes_of_one_layer(model_type: str, sizes: dict, config, tokens: int)
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from workbench.engine.check import _peft_config
+    from workbench.engine.build import lora_config
 
     hf_config = AutoConfig.for_model(model_type, **sizes, num_hidden_layers=3)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16, attn_implementation="sdpa")
-    model = get_peft_model(model, _peft_config(config))
+    model = get_peft_model(model, lora_config(config))
     model.train()
     parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
     inside = [False]

@@ -142,10 +142,13 @@ def _train_app(workspace):
     return app
 
 
+def _charts_drawn(screen) -> bool:
+    shown = [chart for chart in screen.query(MetricChart) if chart.display and chart.size.area]
+    return bool(shown) and all(chart.has_data() and chart.is_current() for chart in shown)
+
+
 async def _settle(pilot):
-    await wait_until(pilot, lambda: pilot.app.screen.query("#chart-loss") and
-                     pilot.app.screen.query_one("#chart-loss", MetricChart).has_data(), what="charts")
-    await pilot.pause(0.3)
+    await wait_until(pilot, lambda: _charts_drawn(pilot.app.screen), what="every shown chart drawn")
 
 
 def test_snapshot_train_80x24(workspace, snap_compare):

@@ -10,7 +10,7 @@ from workbench.cli.output import format_duration, print_json_line
 from workbench.core.config import load_run_config
 from workbench.core.launcher import launch
 from workbench.core.newrun import create_run, resolve_config
-from workbench.core.runs import FINAL_STATES, RunDir
+from workbench.core.runs import RunDir
 
 
 def register(subparsers) -> None:
@@ -130,10 +130,7 @@ def follow_run(run_dir: RunDir, as_json: bool = False, offset: int = 0) -> int:
                 if event["type"] == "end":
                     end_event = event
             if end_event is None and not events:
-                if run_dir.state() in FINAL_STATES:
-                    for event in tail.read_new():
-                        if event["type"] == "end":
-                            end_event = event
+                if run_dir.ended_without_end_event():
                     break
                 time.sleep(0.2)
     except KeyboardInterrupt:

@@ -47,6 +47,9 @@ def resolve_config(
         layer.setdefault("training", {})["max_steps"] = max_steps
     merged = apply_overrides(deep_merge(chosen.data, layer), overrides or [])
     config = validate_config(merged, "--set" if overrides else str(chosen.path))
+    if config.task == "seq2seq":
+        raise UserError(f"preset {chosen.name}: task seq2seq (encoder-decoder) is not trainable yet; the trainer "
+                        "fine-tunes causal language models (use a llama/qwen/gemma/mistral/gpt2/gpt-neox preset)")
     for section_file in (config.data.train_file, config.data.val_file, config.data.test_file):
         if section_file and Path(section_file).name != section_file:
             raise UserError(f"data file {section_file!r}: must be a file name inside the dataset directory")

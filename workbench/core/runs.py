@@ -26,6 +26,7 @@ FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
 CONTROL_ACTIONS = ("stop", "pause", "resume")
 CHECKPOINT_MARKER = "COMPLETE"
 STARTUP_GRACE_S = 60.0
+END_EVENT_GRACE_S = 10.0
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -122,6 +123,17 @@ class RunDir:
         if state in ACTIVE_STATES and not pid_alive(status.get("pid")):
             return "interrupted"
         return state
+
+    def ended_without_end_event(self) -> bool:
+        """True when the trainer is gone and no end event will come: it was killed (`interrupted`), or its
+        final status is older than END_EVENT_GRACE_S (the trainer writes status.json just before the event)."""
+        state = self.state()
+        if state == "interrupted":
+            return True
+        if state not in FINAL_STATES:
+            return False
+        finished = self.read_status().get("finished") or self.read_status().get("updated") or 0
+        return time.time() - finished > END_EVENT_GRACE_S
 
     def is_active(self) -> bool:
         return self.state() in ACTIVE_STATES

@@ -39,20 +39,23 @@ def resolve_precision(config: RunConfig) -> str:
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
-def resolve_gradient_checkpointing(config: RunConfig) -> bool:
-    setting = config.training.gradient_checkpointing
-    if setting != "auto":
-        return bool(setting)
-    # Recomputing activations only pays when memory is short, which on the CPU it is not.
-    return torch.cuda.is_available() and config.method in ("qlora", "qdora")
+def resolve_gradient_checkpointing(config: RunConfig, model) -> bool:
+    """`auto`: recompute activations only when the memory estimate says the run would not fit without it
+    (on the CPU never: it only costs time there)."""
+    from workbench.core.memory import needs_gradient_checkpointing
+
+    gpu_memory = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory \
+        if torch.cuda.is_available() else None
+    return needs_gradient_checkpointing(config, model.config.to_dict(), gpu_memory)
 
 
 def lora_config(config: RunConfig):
+    """The PEFT LoraConfig of a run (also what `presets check` applies to tiny models)."""
     from peft import LoraConfig, TaskType
 
     section = config.lora
     return LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+        task_type=TaskType.SEQ_2_SEQ_LM if config.task == "seq2seq" else TaskType.CAUSAL_LM,
         r=section.r,
         lora_alpha=section.lora_alpha,
         lora_dropout=section.lora_dropout,
@@ -60,6 +63,7 @@ def lora_config(config: RunConfig):
         bias=section.bias,
         use_dora=section.use_dora,
         use_rslora=section.use_rslora,
+        fan_in_fan_out=section.fan_in_fan_out,
         modules_to_save=section.modules_to_save,
         init_lora_weights=section.init_lora_weights,
     )
@@ -141,7 +145,7 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     if train is None:
         raise UserError(f"{config.data.path}/{config.data.train_file}: training split is missing or empty")
     evaluation = load_split(config.data, config.data.val_file)
-    checkpointing = resolve_gradient_checkpointing(config)
+    checkpointing = resolve_gradient_checkpointing(config, model)
     args = sft_config(config, str(run.checkpoints_path), precision, evaluation is not None, checkpointing)
     callbacks = []
     if config.training.early_stopping_patience and evaluation is not None:

@@ -49,24 +49,6 @@ class PresetCheck:
         return {**asdict(self), "ok": self.ok}
 
 
-def _peft_config(config: RunConfig):
-    from peft import LoraConfig, TaskType
-
-    lora = config.lora
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.lora_alpha,
-        lora_dropout=lora.lora_dropout,
-        target_modules=lora.target_modules,
-        bias=lora.bias,
-        use_dora=lora.use_dora,
-        use_rslora=lora.use_rslora,
-        fan_in_fan_out=lora.fan_in_fan_out,
-        modules_to_save=lora.modules_to_save,
-        task_type=TaskType.SEQ_2_SEQ_LM if config.task == "seq2seq" else TaskType.CAUSAL_LM,
-    )
-
-
 def _layer_names(model) -> list[str]:
     """Names of the modules LoRA can wrap (Linear, GPT-2 Conv1D, Embedding), for error messages."""
     import torch
@@ -95,6 +77,7 @@ def check_model(config: RunConfig, model_type: str) -> ModelCheck:
     from peft.tuners.lora import LoraLayer
     from transformers.pytorch_utils import Conv1D
 
+    from workbench.engine.build import lora_config
     from workbench.engine.tiny import tiny_config, tiny_model
 
     result = ModelCheck(model_type)
@@ -119,7 +102,7 @@ def check_model(config: RunConfig, model_type: str) -> ModelCheck:
     if conv1d_targets and not quantized and not config.lora.fan_in_fan_out:
         result.problems.append(f"lora.fan_in_fan_out: must be true for Conv1D layers ({conv1d_targets[0]}, ...)")
 
-    peft_model = get_peft_model(model, _peft_config(config))
+    peft_model = get_peft_model(model, lora_config(config))
     wrapped = [name for name, module in peft_model.named_modules() if isinstance(module, LoraLayer)]
     result.wrapped_modules = len(wrapped)
     result.trainable_params, result.total_params = peft_model.get_nb_trainable_parameters()

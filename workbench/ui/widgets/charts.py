@@ -61,6 +61,10 @@ class MetricChart(PlotextPlot):
     def has_data(self) -> bool:
         return any(len(xs) for xs, _ in self.lines.values())
 
+    def is_current(self) -> bool:
+        """The drawing on screen shows the latest data at the current size (no build pending)."""
+        return self._cache is not None and self._cache[0] == self._cache_key() and self._building is None
+
     def latest(self, label: str) -> float | None:
         xs, ys = self.lines.get(label, ((), ()))
         return ys[-1] if ys else None
