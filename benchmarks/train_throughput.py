@@ -120,6 +120,7 @@ def run_baseline(args, data_dir: Path, output_dir: Path) -> dict:
         **({} if torch.cuda.is_available() or cpu_has_fast_bf16() else {"bf16": False}),
         save_strategy="no",
         eval_strategy="no",
+        logging_steps=1,  # so the last step's loss is in the log history, as the workbench's
         report_to="none",
         disable_tqdm=True,
         seed=42,
@@ -136,7 +137,7 @@ def run_baseline(args, data_dir: Path, output_dir: Path) -> dict:
 def run_workbench(args, data_dir: Path, quiet: bool) -> dict:
     from workbench.core.newrun import create_run, resolve_config
     from workbench.core.workspace import Workspace
-    from workbench.engine.build import build_trainer, resolve_gradient_checkpointing, resolve_precision
+    from workbench.engine.build import build_trainer, resolve_precision
     from workbench.engine.callbacks import ControlCallback, EventCallback
     from workbench.engine.session import TrainingSession
 
@@ -160,7 +161,7 @@ def run_workbench(args, data_dir: Path, quiet: bool) -> dict:
                 trainer.remove_callback(callback)
     result = measure(trainer, args.batch)
     t = config.training
-    result["settings"] = (f"precision={resolve_precision(config)} checkpointing={resolve_gradient_checkpointing(config)} "
+    result["settings"] = (f"precision={resolve_precision(config)} checkpointing={trainer.args.gradient_checkpointing} "
                           f"padding_free={t.padding_free}")
     shutil.rmtree(run.path, ignore_errors=True)
     return result
@@ -221,7 +222,8 @@ def main() -> int:
             results[variant] = spawn(args, variant, data_dir, Path(tmp) / variant)
             r = results[variant]
             print(f"{variant:16} {r['samples_per_s']:6.3f} samples/s {r['tokens_per_s']:8.1f} tokens/s  "
-                  f"train loss {r['final_train_loss']:.4f}  eval loss {r['eval_loss']:.4f}  ({r['settings']})",
+                  f"train loss {r['final_train_loss'] or float('nan'):.4f}  eval loss {r['eval_loss']:.4f}  "
+                  f"({r['settings']})",
                   flush=True)
     if "baseline" in results and "workbench" in results:
         base, ours = results["baseline"], results["workbench"]
