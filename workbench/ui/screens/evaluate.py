@@ -9,44 +9,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Checkbox, DataTable, Footer, Header, Input, Label, ProgressBar, Select, Static
 
 from workbench.core.report import metric_table
 from workbench.core.runs import RunDir, list_runs
+from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
 
 SPLITS = ("test", "val", "train")
 # Overall progress: each phase computes perplexity, then generates.
 _STAGES = [("base", "perplexity"), ("base", "generate"), ("tuned", "perplexity"), ("tuned", "generate")]
-
-
-class JobClient(Protocol):
-    """core.jsonproc.JsonLineProcess, or a stub in tests."""
-
-    def messages(self) -> Iterator[dict[str, Any]]: ...
-
-    def close(self) -> None: ...
-
-    def kill(self) -> None: ...
-
-
-def start_job(module: str, args: list[str], log_path: Path) -> JobClient:
-    from workbench.core.jsonproc import JsonLineProcess
-
-    return JsonLineProcess(module, args, log_path=log_path)
-
-
-class JobMessage(Message):
-    def __init__(self, job: str, data: dict[str, Any]) -> None:
-        super().__init__()
-        self.job, self.data = job, data
 
 
 def runs_with_adapter(workspace) -> list[RunDir]:
@@ -300,10 +278,7 @@ class EvaluateScreen(Screen):
 
     @work(thread=True, group="evaluate-jobs")
     def _read_messages(self, job: str, client: JobClient) -> None:
-        for message in client.messages():
-            self.post_message(JobMessage(job, message))
-        client.close()
-        self.post_message(JobMessage(job, {"type": "exit"}))
+        forward_job_messages(self, job, client)
 
     def on_job_message(self, message: JobMessage) -> None:
         data, kind = message.data, message.data.get("type")

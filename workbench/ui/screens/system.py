@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Static, Tab
 
 from workbench.core.hardware import format_report
 from workbench.core.models import DEFAULT_MODEL
-from workbench.ui.screens.evaluate import JobClient, JobMessage, start_job
+from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
 
 
 class SystemScreen(Screen):
@@ -151,10 +151,7 @@ class SystemScreen(Screen):
 
     @work(thread=True, group="system-jobs")
     def _read_messages(self, job: str, client: JobClient) -> None:
-        for message in client.messages():
-            self.post_message(JobMessage(job, message))
-        client.close()
-        self.post_message(JobMessage(job, {"type": "exit"}))
+        forward_job_messages(self, job, client)
 
     def on_job_message(self, message: JobMessage) -> None:
         data, kind = message.data, message.data.get("type")
