@@ -1,11 +1,24 @@
-"""A workspace ready for starting real runs of the tiny llama from the TUI's New-run form."""
+"""Helpers for Pilot tests: waiting on a condition, and a workspace ready for starting real runs of the
+tiny llama from the TUI's New-run form."""
 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import yaml
+
+async def wait_until(pilot, condition, timeout: float = 20.0, what: str = "condition") -> None:
+    """Let the app run until `condition()` holds; fail naming `what`, the screen and focus at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            notes = [note.message for note in pilot.app._notifications]
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; screen {pilot.app.screen!r}, "
+                                 f"focus {pilot.app.focused!r}, notifications {notes}")
+        await pilot.pause(0.05)
+
 
 DATASET = "tiny"
 PRESET = "tiny-e2e"  # a name type-to-search in the form's preset list finds at once

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 from textual.app import App
 from textual.widgets import DataTable, Input, Static, TabbedContent
 
+from tui_helpers import wait_until
 from workbench.core.data.demo import DEMO_FILE
 from workbench.core.models import CONVERTED_MARKER, resolve_model
 from workbench.ui.screens.data import DataScreen
@@ -22,13 +22,6 @@ class DataApp(App):
 
     def on_mount(self) -> None:
         self.push_screen(self.data_screen)
-
-
-async def wait_until(pilot, condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await pilot.pause(0.05)
 
 
 def text_of(screen, selector: str) -> str:

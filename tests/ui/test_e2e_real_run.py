@@ -3,26 +3,15 @@ step events arrive in the live view, stop it from the view, and find the adapter
 
 from __future__ import annotations
 
-import time
 
 import yaml
 
-from tui_helpers import NEW_RUN_KEYS, PRESET, prepare_workspace
+from tui_helpers import NEW_RUN_KEYS, PRESET, prepare_workspace, wait_until
 from workbench.core.runs import list_runs
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.new_run import NewRunScreen
 from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.run_view import RunView
-
-
-async def wait_until(pilot, condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            notes = [note.message for note in pilot.app._notifications]
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; screen {pilot.app.screen!r}, "
-                                 f"focus {pilot.app.focused!r}, notifications {notes}")
-        await pilot.pause(0.1)
 
 
 async def test_start_watch_and_stop_a_real_run_from_the_tui(workspace, tiny_llama, tiny_split):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import queue
-import time
 
 import yaml
 from textual.app import App
 from textual.widgets import DataTable, Input, ProgressBar, Select, Static
 
+from tui_helpers import wait_until
 from workbench.core.config import RunConfig, config_to_dict
 from workbench.ui.screens.evaluate import EvaluateScreen
 
@@ -88,14 +88,6 @@ class EvalApp(App):
         self.push_screen(EvaluateScreen(job_factory=self.factory))
 
 
-async def wait_until(pilot, condition, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
 def text(screen, selector) -> str:
     return str(screen.query_one(selector, Static).render())
 
@@ -120,7 +112,7 @@ async def test_evaluate_shows_progress_then_metrics_and_examples_side_by_side(wo
         assert args[args.index("--split") + 1] == "test"
         assert screen.query_one("#progress", ProgressBar).display
         job.release()
-        await wait_until(pilot, lambda: screen.job is None, "the eval job to end")
+        await wait_until(pilot, lambda: screen.job is None, what="the eval job to end")
 
         assert not screen.query_one("#progress", ProgressBar).display
         assert "done: 3 examples" in text(screen, "#status")
@@ -133,7 +125,7 @@ async def test_evaluate_shows_progress_then_metrics_and_examples_side_by_side(wo
         assert text(screen, "#base-answer") == "기본 답 0" and text(screen, "#tuned-answer") == "튜닝 답 0"
         examples.focus()
         await pilot.press("down")
-        await wait_until(pilot, lambda: text(screen, "#tuned-answer") == "튜닝 답 1", "the second example")
+        await wait_until(pilot, lambda: text(screen, "#tuned-answer") == "튜닝 답 1", what="the second example")
         assert "Reference: 정답 1" in text(screen, "#example-info")
 
         await pilot.press("ctrl+o")
@@ -148,7 +140,7 @@ async def test_stored_results_show_on_open_and_worker_errors_keep_the_first_mess
     app = EvalApp(workspace, [failing])
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        await wait_until(pilot, lambda: screen.query_one("#metrics", DataTable).row_count == 7, "stored metrics")
+        await wait_until(pilot, lambda: screen.query_one("#metrics", DataTable).row_count == 7, what="stored metrics")
         assert screen.query_one("#examples", DataTable).row_count == 2
         assert "test split, 2 examples" in text(screen, "#status")
 
@@ -159,7 +151,7 @@ async def test_stored_results_show_on_open_and_worker_errors_keep_the_first_mess
         screen.query_one("#max-new-tokens", Input).value = "16"
         await pilot.press("ctrl+r")
         failing.release()
-        await wait_until(pilot, lambda: screen.job is None, "the failed job to end")
+        await wait_until(pilot, lambda: screen.job is None, what="the failed job to end")
         assert text(screen, "#status") == "test.jsonl: no such file"
         assert screen.query_one("#status").has_class("error")
 
@@ -182,13 +174,13 @@ async def test_export_and_cancel(workspace):
         assert module == "workbench.engine.export" and "--merge" in args
         assert args[args.index("--out") + 1] == str(workspace.root / "exports" / "merged-model")
         export.release()
-        await wait_until(pilot, lambda: screen.job is None, "the export to end")
+        await wait_until(pilot, lambda: screen.job is None, what="the export to end")
         assert text(screen, "#status") == "exported to /tmp/x (2 files, 2.0 MB)"
 
         await pilot.press("ctrl+r")
         assert screen.job == "eval"
         await pilot.press("escape")
-        await wait_until(pilot, lambda: screen.job is None, "the cancelled job to end")
+        await wait_until(pilot, lambda: screen.job is None, what="the cancelled job to end")
         assert slow_eval.killed and text(screen, "#status") == "eval cancelled"
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import queue
-import time
 
 import yaml
 from textual.app import App
 
+from tui_helpers import wait_until
 from workbench.core.config import RunConfig, config_to_dict
 from workbench.core.feedback import feedback_path, read_feedback
 from workbench.ui.screens.playground import AnswerPane, EditAnswerScreen, PlaygroundScreen
@@ -87,14 +87,6 @@ def make_run(workspace, run_id, model):
     (run / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": model}))
 
 
-async def wait_until(pilot, condition, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
 def status_text(screen) -> str:
     return str(screen.query_one("#status").render())
 
@@ -111,7 +103,7 @@ async def test_generate_compares_run_with_base_and_rates_answers(workspace):
         assert screen.query_one("#model").value == "org/base-model"
         await pilot.press(*"부가세 기한은?")
         await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: not screen.generating, "generation to finish")
+        await wait_until(pilot, lambda: not screen.generating, what="generation to finish")
 
         load, = worker.of_type("load")
         assert load["model"] == "org/base-model" and [a["name"] for a in load["adapters"]] == ["run-tax"]
@@ -131,9 +123,9 @@ async def test_generate_compares_run_with_base_and_rates_answers(workspace):
         await pilot.press("minus")
         left.focus()
         await pilot.press("enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, EditAnswerScreen), "the editor")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditAnswerScreen), what="the editor")
         await pilot.press("end", *" (corrected)", "ctrl+s")
-        await wait_until(pilot, lambda: len(read_feedback(workspace)) == 2, "the edited row")
+        await wait_until(pilot, lambda: len(read_feedback(workspace)) == 2, what="the edited row")
 
         good, edited = read_feedback(workspace)
         assert good["question"] == "부가세 기한은?" and good["answer"] == "answer of run-tax"
@@ -148,7 +140,7 @@ async def test_generate_compares_run_with_base_and_rates_answers(workspace):
         # A second generation reuses the loaded model: no new load request.
         screen.query_one("#prompt").focus()
         await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: len(worker.of_type("generate")) == 2 and not screen.generating, "again")
+        await wait_until(pilot, lambda: len(worker.of_type("generate")) == 2 and not screen.generating, what="again")
         assert len(worker.of_type("load")) == 1
 
 
@@ -161,10 +153,10 @@ async def test_stop_sends_cancel_and_pane_shows_it(workspace):
         await pilot.press(*"a long story")
         await pilot.press("ctrl+r")
         left = screen.query_one("#pane-left", AnswerPane)
-        await wait_until(pilot, lambda: left.answer is not None and left.answer.text == "one ", "the first token")
+        await wait_until(pilot, lambda: left.answer is not None and left.answer.text == "one ", what="the first token")
         assert screen.generating and not screen.query_one("#pane-right").display
         await pilot.press("escape")
-        await wait_until(pilot, lambda: not screen.generating, "the stop")
+        await wait_until(pilot, lambda: not screen.generating, what="the stop")
         assert worker.of_type("cancel") and "cancelled" in str(left.border_subtitle)
         assert status_text(screen) == "stopped"
 
@@ -201,7 +193,7 @@ async def test_truncation_is_reported_and_sampling_follows_temperature(workspace
         screen.query_one("#repetition_penalty").value = "1.3"
         await pilot.press(*"please truncate")
         await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: not screen.generating and worker.of_type("generate"), "generation")
+        await wait_until(pilot, lambda: not screen.generating and worker.of_type("generate"), what="generation")
         params = worker.of_type("generate")[0]["params"]
         assert params["do_sample"] is True and params["temperature"] == 0.8 and params["repetition_penalty"] == 1.3
         assert "prompt cut 30" in str(screen.query_one("#pane-left", AnswerPane).border_subtitle)
@@ -227,5 +219,5 @@ async def test_a_model_without_chat_template_switches_to_raw_mode(workspace):
         screen = app.screen
         assert screen.query_one("#raw").value is False
         await pilot.press(*"Once upon a time", "ctrl+r")
-        await wait_until(pilot, lambda: not screen.generating and worker.of_type("generate"), "generation")
+        await wait_until(pilot, lambda: not screen.generating and worker.of_type("generate"), what="generation")
         assert worker.of_type("generate")[0]["raw"] is True and screen.query_one("#raw").value is True

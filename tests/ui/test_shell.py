@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from textual.widgets import Input
 
 from fake_trainer import make_run, write_history
+from tui_helpers import wait_until
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.runs import CompareScreen
 from workbench.ui.themes import load_themes, settings_path
@@ -18,14 +18,6 @@ from workbench.ui.widgets.charts import MetricChart
 from workbench.ui.widgets.confirm import ConfirmScreen
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-async def wait_until(pilot, condition, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def finished_runs(workspace):

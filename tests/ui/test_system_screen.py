@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import queue
-import time
 
 from textual.app import App
 from textual.widgets import DataTable, Input, Static, TabbedContent
 
+from tui_helpers import wait_until
 from workbench.core.hardware import readiness
 from workbench.ui.screens.system import SystemScreen
 
@@ -81,14 +81,6 @@ class SystemApp(App):
         self.push_screen(SystemScreen(job_factory=self.factory))
 
 
-async def wait_until(pilot, condition, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
 def text(screen, selector):
     return str(screen.query_one(selector, Static).render())
 
@@ -97,7 +89,7 @@ async def test_environment_tab_shows_the_doctor_report_with_fixes(workspace):
     app = SystemApp(workspace, [])
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        await wait_until(pilot, lambda: screen.report is not None, "the doctor report")
+        await wait_until(pilot, lambda: screen.report is not None, what="the doctor report")
         assert app.started[0] == ("workbench.core.hardware", ["--report", str(workspace.root)])
         doctor = text(screen, "#doctor")
         assert "torch        2.13.0+cpu" in doctor
@@ -112,10 +104,10 @@ async def test_failing_probe_is_shown_and_f5_checks_again(workspace):
     app = SystemApp(workspace, [again], doctor=crashed)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        await wait_until(pilot, lambda: screen.doctor is None and screen.doctor_failed, "the error")
+        await wait_until(pilot, lambda: screen.doctor is None and screen.doctor_failed, what="the error")
         assert "failed: worker exited with code -11" in text(screen, "#doctor")
         await pilot.press("f5")
-        await wait_until(pilot, lambda: screen.report is not None, "the second check")
+        await wait_until(pilot, lambda: screen.report is not None, what="the second check")
         assert "QLoRA        ready" in text(screen, "#doctor")
 
 
@@ -133,7 +125,7 @@ async def test_model_structure_analysis_lists_modules_and_suggests_targets(works
         module, args = app.started[1]
         assert module == "workbench.engine.inspect_model" and args[0] == "org/kogpt2"
         assert args[args.index("--rank") + 1] == "16"
-        await wait_until(pilot, lambda: screen.client is None and screen.analysis, "the analysis")
+        await wait_until(pilot, lambda: screen.client is None and screen.analysis, what="the analysis")
         table = screen.query_one("#modules", DataTable)
         assert table.row_count == 3
         assert table.get_row("Conv1D.c_proj")[2:5] == ["24", "attention+mlp", "768→768, 3072→768"]
@@ -145,7 +137,7 @@ async def test_model_structure_analysis_lists_modules_and_suggests_targets(works
         model.value = "nope"
         model.focus()
         await pilot.press("enter")
-        await wait_until(pilot, lambda: screen.client is None and screen.job_failed, "the failure")
+        await wait_until(pilot, lambda: screen.client is None and screen.job_failed, what="the failure")
         assert text(screen, "#inspect-status") == "model 'nope': not found"
         assert table.row_count == 3  # the previous analysis stays
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fake_trainer import MODEL, eval_loss, make_run, step_fields, write_history
+from tui_helpers import wait_until
 from workbench.core.runs import RunDir
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.widgets.charts import MetricChart
@@ -19,14 +20,6 @@ from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.run_view import RunView
 
 FAKE_TRAINER = Path(__file__).resolve().parents[1] / "fake_trainer.py"
-
-
-async def wait_until(pilot, condition, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def start_fake_trainer(run: RunDir, *args: str) -> subprocess.Popen:
