@@ -37,13 +37,13 @@ def _partial_checkpoint(run):
 def _kill(run, moment: str, rng: random.Random):
     """SIGKILL the trainer at `moment`; return the partial checkpoint it was writing, if any."""
     pid = _trainer_pid(run)
-    steps_before = len([e for e in read_events(run.events_path) if e["type"] == "step"])
+    complete_before = len(run.checkpoints())
     partial = None
     if moment == "startup":
         wait_until(lambda: rng.random() < 0.02, poll_s=0.05, what="a random startup moment")
     elif moment == "training":
-        wait_until(lambda: len([e for e in read_events(run.events_path) if e["type"] == "step"]) > steps_before,
-                   what="a new step")
+        # After this launch has completed a checkpoint of its own, so that the next launch really resumes.
+        wait_until(lambda: len(run.checkpoints()) > complete_before, what="a new complete checkpoint")
         wait_until(lambda: rng.random() < 0.3, poll_s=0.02, what="a random moment in training")
     else:  # during a checkpoint save
         partial = wait_until(lambda: _partial_checkpoint(run), poll_s=0.001, what="a checkpoint being written")
@@ -89,4 +89,4 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(workspace, 
     for step in range(1, MAX_STEPS + 1):
         assert losses[step] == pytest.approx(expected[step], abs=1e-4), step
     starts = [e for e in read_events(run.events_path) if e["type"] == "start"]
-    assert len(starts) >= 2 and any(e["resumed_from_step"] for e in starts)
+    assert len(starts) >= 2 and any(e["resumed_from_step"] for e in starts), [(e["resumed_from_step"], e.get("pid")) for e in starts]

@@ -77,7 +77,8 @@ def load_preset(name: str, workspace: Workspace | None) -> Preset:
 
 
 def list_presets(workspace: Workspace | None, model: str | None = None) -> list[Preset]:
-    """All presets, grouped by family in FAMILIES order; with `model`, its family's presets come first."""
+    """All presets, grouped by family in FAMILIES order; with `model`, its family's presets come first.
+    Within a family and method the user's own presets come before the built-ins."""
     presets = [_read(path, builtin) for path, builtin in preset_files(workspace).values()]
     order = list(FAMILIES)
     if model is not None and workspace is not None:
@@ -86,9 +87,9 @@ def list_presets(workspace: Workspace | None, model: str | None = None) -> list[
             order.remove(family.name)
             order.insert(0, family.name)
 
-    def rank(preset: Preset) -> tuple[int, int, str]:
+    def rank(preset: Preset) -> tuple[int, int, bool, str]:
         family_rank = order.index(preset.family) if preset.family in order else len(order)
-        return family_rank, _METHOD_ORDER.get(preset.method, len(_METHOD_ORDER)), preset.name
+        return family_rank, _METHOD_ORDER.get(preset.method, len(_METHOD_ORDER)), preset.builtin, preset.name
 
     return sorted(presets, key=rank)
 
