@@ -85,13 +85,18 @@ def test_stop_then_resume_matches_an_uninterrupted_run(workspace, tiny_llama, ti
         assert resumed[step] == pytest.approx(expected[step], abs=1e-4), step
 
 
-def test_pause_holds_the_trainer_until_resume(workspace, tiny_llama, tiny_split):
+def _start_then_pause(workspace, tiny_llama, tiny_split):
+    """An 8-step run paused after its first step or later; returns it and the step it paused at."""
     run = start_run(workspace, tiny_llama, tiny_split, max_steps=8,
                     overrides=["training.eval_strategy=no", "training.save_steps=100"])
     wait_until(lambda: len(step_losses(run)) >= 1, what="first step")
     run.request("pause")
     wait_until(lambda: run.state() == "paused", what="paused state")
-    paused_at = max(step_losses(run))
+    return run, max(step_losses(run))
+
+
+def test_pause_holds_the_trainer_until_resume(workspace, tiny_llama, tiny_split):
+    run, paused_at = _start_then_pause(workspace, tiny_llama, tiny_split)
     assert run.read_status()["pid"] and run.is_active()
     assert run.latest_checkpoint().name == f"checkpoint-{paused_at}", "a pause checkpoints the finished step"
     run.request("resume")
@@ -103,12 +108,7 @@ def test_pause_holds_the_trainer_until_resume(workspace, tiny_llama, tiny_split)
 
 
 def test_stop_while_paused_ends_stopped_at_the_paused_step(workspace, tiny_llama, tiny_split):
-    run = start_run(workspace, tiny_llama, tiny_split, max_steps=8,
-                    overrides=["training.eval_strategy=no", "training.save_steps=100"])
-    wait_until(lambda: len(step_losses(run)) >= 1, what="first step")
-    run.request("pause")
-    wait_until(lambda: run.state() == "paused", what="paused state")
-    paused_at = max(step_losses(run))
+    run, paused_at = _start_then_pause(workspace, tiny_llama, tiny_split)
     run.request("stop")
     end = wait_for_end(run)
     assert end["status"] == "stopped" and end["step"] == paused_at
