@@ -48,7 +48,9 @@ class TrainingSession:
 
     # -- control --------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
+        """A signal (SIGTERM/SIGINT) means the same as a stop request: checkpoint, adapter, end 'stopped'."""
         self._signal_action = "stop"
+        self._emit("log", level="info", message=f"{reason}: stopping after the current step")
 
     def poll_control(self) -> str | None:
         """The pending action; in a multi-process run rank 0 decides and every rank gets the same answer."""
