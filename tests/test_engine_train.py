@@ -148,3 +148,19 @@ def test_qlora_trains_in_4bit_on_cpu(workspace, tiny_llama, tiny_split):
     assert start["method"] == "qlora"
     config = json.loads((run.adapter_path / "adapter_config.json").read_text())
     assert set(config["target_modules"]) >= {"q_proj", "down_proj"}
+
+
+def test_sigterm_stops_like_a_stop_request(workspace, tiny_llama, tiny_split):
+    import os
+    import signal
+
+    run = start_run(workspace, tiny_llama, tiny_split, max_steps=50,
+                    overrides=["training.eval_strategy=no", "training.save_steps=100"])
+    wait_until(lambda: len(step_losses(run)) >= 1, what="first step")
+    os.kill(run.read_status()["pid"], signal.SIGTERM)
+    end = wait_for_end(run)
+    assert end["status"] == "stopped" and end["step"] < 50
+    assert run.latest_checkpoint().name == f"checkpoint-{end['step']}"
+    assert (run.adapter_path / "adapter_model.safetensors").exists()
+    messages = [e["message"] for e in read_events(run.events_path) if e["type"] == "log"]
+    assert "SIGTERM: stopping after the current step" in messages
