@@ -3,6 +3,7 @@ tiny llama from the TUI's New-run form."""
 
 from __future__ import annotations
 
+import queue
 import shutil
 import time
 from pathlib import Path
@@ -18,6 +19,37 @@ async def wait_until(pilot, condition, timeout: float = 20.0, what: str = "condi
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; screen {pilot.app.screen!r}, "
                                  f"focus {pilot.app.focused!r}, notifications {notes}")
         await pilot.pause(0.05)
+
+
+class FakeJob:
+    """A stub engine job (the screens' JobClient): plays its scripted messages once released — at once
+    unless `held` — and reports a kill the way a killed worker does."""
+
+    def __init__(self, script, on_finish=None, held: bool = True):
+        self.outbox: queue.Queue = queue.Queue()
+        self.script, self.on_finish = script, on_finish
+        self.killed = False
+        if not held:
+            self.release()
+
+    def release(self):
+        if self.on_finish:
+            self.on_finish()
+        for message in self.script:
+            self.outbox.put(message)
+        self.outbox.put(None)
+
+    def messages(self):
+        while (message := self.outbox.get()) is not None:
+            yield message
+
+    def close(self):
+        pass
+
+    def kill(self):
+        self.killed = True
+        self.outbox.put({"type": "error", "message": "worker exited with code -9"})
+        self.outbox.put(None)
 
 
 DATASET = "tiny"

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import queue
 
 import yaml
 from textual.app import App
 from textual.widgets import DataTable, Input, ProgressBar, Select, Static
 
-from tui_helpers import wait_until
+from tui_helpers import FakeJob, wait_until
 from workbench.core.config import RunConfig, config_to_dict
 from workbench.ui.screens.evaluate import EvaluateScreen
 
@@ -43,34 +42,6 @@ def write_results(run, metrics, predictions):
     (run / "eval" / "predictions.jsonl").write_text(
         "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions))
     (run / "eval" / "report.html").write_text("<html></html>")
-
-
-class FakeJob:
-    """Plays scripted worker messages; `gate` holds the rest until the test releases it (or kill())."""
-
-    def __init__(self, script, on_finish=None):
-        self.outbox: queue.Queue = queue.Queue()
-        self.script, self.on_finish = script, on_finish
-        self.killed = False
-
-    def release(self):
-        if self.on_finish:
-            self.on_finish()
-        for message in self.script:
-            self.outbox.put(message)
-        self.outbox.put(None)
-
-    def messages(self):
-        while (message := self.outbox.get()) is not None:
-            yield message
-
-    def close(self):
-        pass
-
-    def kill(self):
-        self.killed = True
-        self.outbox.put({"type": "error", "message": "worker exited with code -9"})
-        self.outbox.put(None)
 
 
 class EvalApp(App):

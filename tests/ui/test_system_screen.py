@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import queue
 
 from textual.app import App
 from textual.widgets import DataTable, Input, Static, TabbedContent
 
-from tui_helpers import wait_until
+from tui_helpers import FakeJob, wait_until
 from workbench.core.hardware import readiness
 from workbench.ui.screens.system import SystemScreen
 
@@ -45,24 +44,6 @@ ANALYSIS = {
 }
 
 
-class FakeJob:
-    def __init__(self, messages):
-        self.outbox: queue.Queue = queue.Queue()
-        for message in messages:
-            self.outbox.put(message)
-        self.outbox.put(None)
-
-    def messages(self):
-        while (message := self.outbox.get()) is not None:
-            yield message
-
-    def close(self):
-        pass
-
-    def kill(self):
-        pass
-
-
 class SystemApp(App):
     """Hands out the doctor job first (the screen checks the environment on mount), then `jobs` in order."""
 
@@ -70,7 +51,7 @@ class SystemApp(App):
         super().__init__()
         self.workspace = workspace
         report = {"type": "result", "report": cpu_report(workspace.root)}
-        self.jobs = [doctor or FakeJob([report]), *jobs]
+        self.jobs = [doctor or FakeJob(held=False, script=[report]), *jobs]
         self.started = []
 
     def factory(self, module, args, log_path):
@@ -99,8 +80,8 @@ async def test_environment_tab_shows_the_doctor_report_with_fixes(workspace):
 
 
 async def test_failing_probe_is_shown_and_f5_checks_again(workspace):
-    crashed = FakeJob([{"type": "error", "message": "worker exited with code -11: Segmentation fault"}])
-    again = FakeJob([{"type": "result", "report": cpu_report(workspace.root)}])
+    crashed = FakeJob(held=False, script=[{"type": "error", "message": "worker exited with code -11: Segmentation fault"}])
+    again = FakeJob(held=False, script=[{"type": "result", "report": cpu_report(workspace.root)}])
     app = SystemApp(workspace, [again], doctor=crashed)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
@@ -112,8 +93,8 @@ async def test_failing_probe_is_shown_and_f5_checks_again(workspace):
 
 
 async def test_model_structure_analysis_lists_modules_and_suggests_targets(workspace):
-    app = SystemApp(workspace, [FakeJob([{"type": "status", "message": "reading config"}, ANALYSIS]),
-                                FakeJob([{"type": "error", "message": "model 'nope': not found", "user_error": True},
+    app = SystemApp(workspace, [FakeJob(held=False, script=[{"type": "status", "message": "reading config"}, ANALYSIS]),
+                                FakeJob(held=False, script=[{"type": "error", "message": "model 'nope': not found", "user_error": True},
                                          {"type": "error", "message": "worker exited with code 2"}])])
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
