@@ -109,6 +109,31 @@ def check_here(config: RunConfig) -> None:
         check(config, len(detect_gpus()))
 
 
+def gpus_in_use(config: RunConfig, gpus: list) -> list:
+    """The GPUs (core.memory.GpuInfo) the run's processes land on: one per process, from
+    distributed.devices in its order, else from all GPUs."""
+    ids = device_ids(config)
+    by_index = {gpu.index: gpu for gpu in gpus}
+    visible = gpus if ids is None else [by_index[i] for i in ids if i in by_index]
+    return visible[: config.distributed.num_processes]
+
+
+def sharding_note(config: RunConfig, gpu_count: int) -> str:
+    """What one figure of the memory estimate covers, e.g. 'per GPU, fsdp over 4 processes: weights, adapter,
+    gradients and optimizer state sharded' (core.memory.estimate_memory does the division)."""
+    section = config.distributed
+    unit, place = ("per GPU", "") if gpu_count else ("per process", " on the CPU")
+    if section.num_processes == 1:
+        return f"{unit}, 1 process{place}"
+    shared = {
+        "ddp": "a full copy in each",
+        "fsdp": "weights, adapter, gradients and optimizer state sharded",
+        "deepspeed-zero2": "gradients and optimizer state sharded",
+        "deepspeed-zero3": "weights, adapter, gradients and optimizer state sharded",
+    }[section.strategy]
+    return f"{unit}, {section.strategy} over {section.num_processes} processes{place}: {shared}"
+
+
 def deepspeed_config(config: RunConfig) -> dict[str, Any]:
     """ZeRO stage 2 or 3; every 'auto' is filled by HF Trainer from the training arguments."""
     stage = 3 if config.distributed.strategy == "deepspeed-zero3" else 2

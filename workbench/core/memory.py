@@ -375,6 +375,29 @@ class GpuInfo:
     total_bytes: int
 
 
+def describe_gpus(gpus: list[GpuInfo]) -> str:
+    """One line for a GPU list: '4 x NVIDIA H100 80GB HBM3, 80 GiB each (0-3)'; models listed in turn."""
+    if not gpus:
+        return "no CUDA GPU"
+    groups: list[tuple[str, int, list[int]]] = []
+    for gpu in gpus:
+        if groups and groups[-1][:2] == (gpu.name, gpu.total_bytes):
+            groups[-1][2].append(gpu.index)
+        else:
+            groups.append((gpu.name, gpu.total_bytes, [gpu.index]))
+
+    def indices(values: list[int]) -> str:
+        contiguous = values == list(range(values[0], values[0] + len(values)))
+        return f"{values[0]}-{values[-1]}" if contiguous and len(values) > 2 else ",".join(map(str, values))
+
+    def group(name: str, total: int, ids: list[int]) -> str:
+        if len(ids) == 1:
+            return f"{name}, {total / GIB:.0f} GiB ({ids[0]})"
+        return f"{len(ids)} x {name}, {total / GIB:.0f} GiB each ({indices(ids)})"
+
+    return " + ".join(group(*entry) for entry in groups)
+
+
 def detect_gpus() -> list[GpuInfo]:
     """GPUs from NVML (nvidia-ml-py), else from nvidia-smi; an empty list means no GPU."""
     try:

@@ -1,24 +1,33 @@
-"""New run: pick a prepared dataset, a preset and a model, review the resolved config, start.
+"""New run: pick a prepared dataset, a preset and a model, the GPUs and the multi-process strategy,
+review the resolved config and its per-GPU memory estimate, start.
 
 It resolves and launches exactly like `lora-workbench train` (core.newrun.resolve_config + create_run,
 core.launcher.launch), so the trainer is the same detached subprocess writing the same run directory.
+The devices / processes / strategy fields are `distributed.*` overrides, checked against the GPUs
+detected here (core.distributed.check) before anything is written.
 """
 
 from __future__ import annotations
 
+import json
+import os
+
 import yaml
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
+from workbench.core import distributed
 from workbench.core.config import config_to_dict
 from workbench.core.errors import UserError
 from workbench.core.newrun import create_run, resolve_config
 from workbench.core.presets import list_presets
 
 REVIEW_DELAY_S = 0.3
+STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
 
 
 def prepared_datasets(workspace) -> list[str]:
@@ -29,10 +38,12 @@ def prepared_datasets(workspace) -> list[str]:
 
 class NewRunScreen(Screen):
     DEFAULT_CSS = """
-    NewRunScreen #form {
+    NewRunScreen #form-column {
         width: 48;
-        height: 1fr;
         padding-right: 1;
+    }
+    NewRunScreen #form {
+        height: 1fr;
     }
     NewRunScreen .row {
         height: 3;
@@ -53,6 +64,11 @@ class NewRunScreen(Screen):
     NewRunScreen #form-error {
         color: $error;
         height: auto;
+        max-height: 4;
+    }
+    NewRunScreen #gpus {
+        height: auto;
+        color: $text-muted;
     }
     NewRunScreen #review-box {
         width: 1fr;
@@ -77,7 +93,7 @@ class NewRunScreen(Screen):
         self.initial_preset = preset_name
         self._review_timer = None
         self.starting = False
-        self.gpus: list | None = None  # detected once, on the first review
+        self.gpus: list | None = None  # core.memory.GpuInfo list, detected once in a thread (nvidia-smi is slow)
 
     def compose(self) -> ComposeResult:
         workspace = self.app.workspace
@@ -90,31 +106,44 @@ class NewRunScreen(Screen):
         preset = self.initial_preset if self.initial_preset in presets else (presets[0] if presets else None)
         yield Header()
         with Horizontal():
-            with VerticalScroll(id="form"):
-                with Horizontal(classes="row"):
-                    yield Label("Dataset")
-                    yield Select([(name, name) for name in datasets], value=datasets[0] if datasets else Select.NULL,
-                                 prompt="no prepared dataset", id="dataset")
-                yield Button("Use the demo dataset", id="demo", classes="" if datasets else "-shown")
-                with Horizontal(classes="row"):
-                    yield Label("Preset")
-                    yield Select([(name, name) for name in presets], value=preset or Select.NULL,
-                                 prompt="no presets", id="preset")
-                with Horizontal(classes="row"):
-                    yield Label("Model")
-                    yield Input(placeholder="the preset's model", id="model")
-                with Horizontal(classes="row"):
-                    yield Label("Max steps")
-                    yield Input(placeholder="from epochs", type="integer", id="max-steps")
-                with Horizontal(classes="row"):
-                    yield Label("Overrides")
-                    yield Input(placeholder="lora.r=8 training.learning_rate=1e-4", id="overrides")
-                with Horizontal(classes="row"):
-                    yield Label("Run id")
-                    yield Input(placeholder="automatic", id="run-id")
-                with Horizontal(id="buttons"):
-                    yield Button("Start (ctrl+s)", variant="success", id="start")
-                    yield Button("Cancel", id="cancel")
+            with Vertical(id="form-column"):
+                with VerticalScroll(id="form"):
+                    with Horizontal(classes="row"):
+                        yield Label("Dataset")
+                        yield Select([(name, name) for name in datasets],
+                                     value=datasets[0] if datasets else Select.NULL,
+                                     prompt="no prepared dataset", id="dataset")
+                    yield Button("Use the demo dataset", id="demo", classes="" if datasets else "-shown")
+                    with Horizontal(classes="row"):
+                        yield Label("Preset")
+                        yield Select([(name, name) for name in presets], value=preset or Select.NULL,
+                                     prompt="no presets", id="preset")
+                    with Horizontal(classes="row"):
+                        yield Label("Model")
+                        yield Input(placeholder="the preset's model", id="model")
+                    with Horizontal(classes="row"):
+                        yield Label("Max steps")
+                        yield Input(placeholder="from epochs", type="integer", id="max-steps")
+                    yield Static("GPUs: detecting...", id="gpus", markup=False)
+                    with Horizontal(classes="row"):
+                        yield Label("Devices")
+                        yield Input(placeholder="all (or e.g. 0,1)", restrict=r"[0-9, ]*", id="devices")
+                    with Horizontal(classes="row"):
+                        yield Label("Processes")
+                        yield Input(placeholder="from the preset", type="integer", id="processes")
+                    with Horizontal(classes="row"):
+                        yield Label("Strategy")
+                        yield Select([(name, name) for name in STRATEGIES], prompt="from the preset", id="strategy")
+                    with Horizontal(classes="row"):
+                        yield Label("Overrides")
+                        yield Input(placeholder="lora.r=8 training.learning_rate=1e-4", id="overrides")
+                    with Horizontal(classes="row"):
+                        yield Label("Run id")
+                        yield Input(placeholder="automatic", id="run-id")
+                    with Horizontal(id="buttons"):
+                        yield Button("Start (ctrl+s)", variant="success", id="start")
+                        yield Button("Cancel", id="cancel")
+                # below the scrolling fields, so a refusal stays in sight whichever field has focus
                 yield Static(preset_error or "", id="form-error", markup=False)
             with VerticalScroll(id="review-box") as review_box:
                 review_box.border_title = "resolved run.yaml"
@@ -123,6 +152,25 @@ class NewRunScreen(Screen):
 
     def on_mount(self) -> None:
         self.sub_title = "new run"
+        self.refresh_review()
+        self.detect_gpus()
+
+    @work(thread=True, exclusive=True, group="gpus")
+    def detect_gpus(self) -> None:
+        from workbench.core.memory import detect_gpus
+
+        gpus = detect_gpus()
+        self.app.call_from_thread(self._gpus_detected, gpus)
+
+    def _gpus_detected(self, gpus: list) -> None:
+        from workbench.core.memory import describe_gpus
+
+        self.gpus = gpus
+        if gpus:
+            line = f"GPUs: {describe_gpus(gpus)}"
+        else:
+            line = f"no CUDA GPU: CPU, 1 process (ddp over gloo: up to {os.cpu_count() or 1} processes)"
+        self.query_one("#gpus", Static).update(line)
         self.refresh_review()
 
     # -- the form -------------------------------------------------------------------------------
@@ -135,11 +183,16 @@ class NewRunScreen(Screen):
             return None if value is Select.NULL else value
 
         max_steps = text("max-steps")
+        # The dedicated fields come after the free-form overrides, so what they show is what runs.
+        chosen = {"devices": text("devices").replace(" ", ""), "num_processes": text("processes"),
+                  "strategy": choice("strategy")}
+        distributed_overrides = [f"distributed.{field}={json.dumps(value) if field == 'devices' else value}"
+                                 for field, value in chosen.items() if value]
         return {
             "preset": choice("preset"),
             "data": choice("dataset"),
             "model": text("model") or None,
-            "overrides": text("overrides").split(),
+            "overrides": text("overrides").split() + distributed_overrides,
             "max_steps": int(max_steps) if max_steps else None,
             "run_id": text("run-id") or None,
         }
@@ -152,6 +205,12 @@ class NewRunScreen(Screen):
             raise UserError("choose a preset")
         return resolve_config(self.app.workspace, values["preset"], values["data"], values["model"],
                               values["overrides"], values["max_steps"])
+
+    def check_distributed(self, config) -> None:
+        """core.distributed.check against the detected GPUs, for the runs that go through accelerate (as
+        create_run does); before detection has finished, create_run checks at Start."""
+        if self.gpus is not None and distributed.needs_accelerate(config):
+            distributed.check(config, len(self.gpus))
 
     def on_input_changed(self) -> None:
         self._schedule_review()
@@ -174,14 +233,27 @@ class NewRunScreen(Screen):
             error.update(str(problem))
             review.update("")
             return
-        error.update("")
+        self.show_preset_distributed(config)
+        try:
+            self.check_distributed(config)
+        except UserError as refusal:
+            error.update(str(refusal))  # the review still shows what was asked for
+        else:
+            error.update("")
         text = yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
         if self.gpus is None:
-            from workbench.core.memory import detect_gpus
-
-            self.gpus = detect_gpus()
-        estimate = memory_estimate_text(config, self.app.workspace, self.gpus)
+            estimate = "memory estimate: detecting GPUs..."
+        else:
+            estimate = memory_estimate_text(config, self.app.workspace, self.gpus)
         review.update(f"{estimate}\n\n{text}")
+
+    def show_preset_distributed(self, config) -> None:
+        """An empty devices / processes / strategy field keeps the preset's value: say which."""
+        section = config.distributed
+        self.query_one("#devices", Input).placeholder = (
+            f"preset: {section.devices}" if section.devices else "all (or e.g. 0,1)")
+        self.query_one("#processes", Input).placeholder = f"preset: {section.num_processes}"
+        self.query_one("#strategy", Select).prompt = f"preset: {section.strategy}"
 
     # -- actions --------------------------------------------------------------------------------
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -214,6 +286,7 @@ class NewRunScreen(Screen):
             return
         try:
             config = self.resolve()
+            self.check_distributed(config)
         except UserError as problem:
             self.query_one("#form-error", Static).update(str(problem))
             return
@@ -228,10 +301,10 @@ class NewRunScreen(Screen):
 
         try:
             run = create_run(self.app.workspace, config, run_id)
+            launch(run)
         except UserError as problem:
             self.app.call_from_thread(self._failed, str(problem))
             return
-        launch(run)
         self.app.call_from_thread(self._started, run.run_id)
 
     def _failed(self, message: str) -> None:
@@ -245,21 +318,19 @@ class NewRunScreen(Screen):
 
 
 def memory_estimate_text(config, workspace, gpus: list) -> str:
-    """The presets' memory estimate (core.memory) from the model's config.json, against the first GPU."""
-    import json
-    from pathlib import Path
-
+    """The presets' memory estimate (core.memory) for the model the run will load, per GPU (per process on
+    the CPU) for its distributed strategy and process count, against the smallest GPU the run uses."""
+    from workbench.core.family import model_config_json
     from workbench.core.memory import estimate_memory, shape_from_config
-    from workbench.core.models import resolve_model
 
-    model = resolve_model(config.model.name_or_path, workspace)
-    config_json = Path(model.hf_source) / "config.json"
-    if not config_json.is_file():
+    model_config = model_config_json(config.model.name_or_path, workspace)
+    if model_config is None:
         return "memory estimate: available once the model is downloaded or converted (its config.json)"
     try:
-        shape = shape_from_config(json.loads(config_json.read_text(encoding="utf-8")))
-        estimate = estimate_memory(config, shape, gpus[0] if gpus else None)
+        used = distributed.gpus_in_use(config, gpus)
+        gpu = min(used, key=lambda info: info.total_bytes) if used else None
+        estimate = estimate_memory(config, shape_from_config(model_config), gpu)
     except (UserError, ValueError, KeyError, TypeError) as error:
         return f"memory estimate unavailable: {error}"
-    rows = "\n".join(f"  {label:34} {gib} GiB" for label, gib in estimate.rows())
-    return f"memory estimate: {estimate.verdict()}\n{rows}"
+    rows = "\n".join(f"  {gib:>6} GiB  {label}" for label, gib in estimate.rows())  # wraps well at 80 columns
+    return f"memory estimate ({distributed.sharding_note(config, len(gpus))}): {estimate.verdict()}\n{rows}"
