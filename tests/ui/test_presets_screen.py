@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import yaml
 from textual.app import App
 from textual.widgets import DataTable, Input, Label, OptionList, Static
@@ -143,3 +144,45 @@ async def test_a_broken_user_preset_is_reported_and_the_builtins_stay_usable(wor
         await _wait_for(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.current)
         assert app.screen.current == "llama-lora" and "broken" not in app.screen.presets
         await _wait_for(pilot, lambda: any("broken.yaml: lora.r" in n.message for n in app._notifications))
+
+
+def _weights_gib(memory: str) -> float:
+    return float(memory.split("GiB: weights ", 1)[1].split(" ", 1)[0])
+
+
+async def test_the_estimate_is_per_gpu_for_the_presets_distributed_settings(workspace, monkeypatch):
+    import workbench.core.memory as memory
+    from workbench.core.memory import GpuInfo
+
+    monkeypatch.setattr(memory, "detect_gpus", lambda: [GpuInfo(i, "NVIDIA A100-SXM4-80GB", 80 * 1024**3)
+                                                         for i in range(4)])
+    app = PresetsApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _wait_for(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.gpus is not None)
+        screen = app.screen
+
+        def shown() -> str:
+            return str(screen.query_one("#memory", Static).render())
+
+        assert "4 GPUs here · estimate per GPU, 1 process" in shown()
+        assert "fits in 80 GiB (NVIDIA A100-SXM4-80GB)" in shown()
+        single = _weights_gib(shown())
+        table = screen.query_one("#fields", DataTable)
+        table.focus()
+        editor = screen.query_one("#edit-input", Input)
+        for field, value in (("distributed.num_processes", "4"), ("distributed.strategy", "fsdp")):
+            table.move_cursor(row=table.get_row_index(field))
+            await pilot.press("i")
+            editor.value = ""
+            await pilot.press(*value, "enter")
+            assert screen.editing is None, str(screen.query_one("#edit-error", Static).render())
+        assert "estimate per GPU, fsdp over 4 processes" in shown()
+        assert _weights_gib(shown()) == pytest.approx(single / 4, abs=0.01)
+        assert "not on this machine" not in shown()
+
+        table.move_cursor(row=table.get_row_index("distributed.num_processes"))
+        await pilot.press("i")
+        editor.value = ""
+        await pilot.press("8", "enter")
+        assert ("not on this machine: distributed.num_processes 8: only 4 GPU(s) visible (this machine); "
+                "one process per GPU") in shown().replace("\n", " ")

@@ -119,19 +119,23 @@ def gpus_in_use(config: RunConfig, gpus: list) -> list:
 
 
 def sharding_note(config: RunConfig, gpu_count: int) -> str:
-    """What one figure of the memory estimate covers, e.g. 'per GPU, fsdp over 4 processes: weights, adapter,
-    gradients and optimizer state sharded' (core.memory.estimate_memory does the division)."""
+    """What one figure of the memory estimate covers, e.g. 'per GPU, fsdp over 4 processes'
+    (core.memory.estimate_memory does the division; sharded_parts says what it divides)."""
     section = config.distributed
     unit, place = ("per GPU", "") if gpu_count else ("per process", " on the CPU")
     if section.num_processes == 1:
         return f"{unit}, 1 process{place}"
-    shared = {
-        "ddp": "a full copy in each",
+    return f"{unit}, {section.strategy} over {section.num_processes} processes{place}"
+
+
+def sharded_parts(strategy: str) -> str:
+    """What a strategy splits over the processes (the rest is a full copy in each)."""
+    return {
+        "ddp": "nothing sharded, a full copy in each",
         "fsdp": "weights, adapter, gradients and optimizer state sharded",
         "deepspeed-zero2": "gradients and optimizer state sharded",
         "deepspeed-zero3": "weights, adapter, gradients and optimizer state sharded",
-    }[section.strategy]
-    return f"{unit}, {section.strategy} over {section.num_processes} processes{place}: {shared}"
+    }[strategy]
 
 
 def deepspeed_config(config: RunConfig) -> dict[str, Any]:

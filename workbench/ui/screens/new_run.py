@@ -333,4 +333,7 @@ def memory_estimate_text(config, workspace, gpus: list) -> str:
     except (UserError, ValueError, KeyError, TypeError) as error:
         return f"memory estimate unavailable: {error}"
     rows = "\n".join(f"  {gib:>6} GiB  {label}" for label, gib in estimate.rows())  # wraps well at 80 columns
-    return f"memory estimate ({distributed.sharding_note(config, len(gpus))}): {estimate.verdict()}\n{rows}"
+    note = distributed.sharding_note(config, len(gpus))
+    if config.distributed.num_processes > 1:
+        note += f": {distributed.sharded_parts(config.distributed.strategy)}"
+    return f"memory estimate ({note}): {estimate.verdict()}\n{rows}"

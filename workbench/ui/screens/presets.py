@@ -1,7 +1,8 @@
 """Presets: browse presets by family, see what differs from the family default, edit fields with inline
 validation, watch the memory estimate follow, save as a user preset, and start a run from it.
 
-Pure core (no torch): validation is the run schema itself, the estimate is core.memory from config.json.
+Pure core (no torch): validation is the run schema itself, the estimate is core.memory from config.json,
+per GPU for the preset's `distributed` settings, next to the GPUs detected here (core.memory.detect_gpus).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class PresetsScreen(Screen):
     }
     PresetsScreen #memory {
         height: auto;
-        max-height: 3;
+        max-height: 7;
     }
     """
     BINDINGS = [
@@ -120,7 +121,7 @@ class PresetsScreen(Screen):
         self.edits: dict[str, dict[str, Any]] = {}  # preset name -> edited partial config (unsaved)
         self.current: str | None = None
         self.editing: str | None = None  # the field being edited, or "<save>" while naming a save
-        self.gpu = None
+        self.gpus: list | None = None  # core.memory.GpuInfo list once detected (in a thread: nvidia-smi is slow)
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -150,10 +151,10 @@ class PresetsScreen(Screen):
         from workbench.core.memory import detect_gpus
 
         gpus = detect_gpus()
-        self.app.call_from_thread(self._gpu_detected, gpus[0] if gpus else None)
+        self.app.call_from_thread(self._gpus_detected, gpus)
 
-    def _gpu_detected(self, gpu) -> None:
-        self.gpu = gpu
+    def _gpus_detected(self, gpus: list) -> None:
+        self.gpus = gpus
         self.refresh_memory()
 
     # -- the list ---------------------------------------------------------------------------------
@@ -252,6 +253,7 @@ class PresetsScreen(Screen):
             table.move_cursor(row=min(row, table.row_count - 1))
 
     def refresh_memory(self) -> None:
+        from workbench.core import distributed
         from workbench.core.memory import estimate_run
 
         memory = self.query_one("#memory", Static)
@@ -259,17 +261,33 @@ class PresetsScreen(Screen):
             memory.update("")
             return
         config = self.config_of(self.current)
+        gpus = self.gpus or []
         try:
-            estimate = estimate_run(config, self.app.workspace, self.gpu, reference_if_other_family=True)
+            used = distributed.gpus_in_use(config, gpus)
+            smallest = min(used, key=lambda gpu: gpu.total_bytes) if used else None
+            estimate = estimate_run(config, self.app.workspace, smallest, reference_if_other_family=True)
         except UserError as error:
             memory.update(f"memory: {error}")
             return
         gib = 1024**3
-        memory.update(
-            f"memory for {estimate.model}: {estimate.verdict()}\n"
+        lines = [
+            f"memory for {estimate.model}: {estimate.verdict()}",
             f"GiB: weights {estimate.weights_bytes / gib:.2f} · adapter+optim "
             f"{(estimate.adapter_bytes + estimate.gradients_bytes + estimate.optimizer_bytes) / gib:.2f} · "
-            f"activ. {estimate.activations_bytes / gib:.2f} · logits {estimate.logits_bytes / gib:.2f}")
+            f"activ. {estimate.activations_bytes / gib:.2f} · logits {estimate.logits_bytes / gib:.2f}",
+        ]
+        if self.gpus is None:
+            lines.append("GPUs: detecting...")
+            memory.update("\n".join(lines))
+            return
+        count = f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''}" if gpus else "no CUDA GPU"
+        lines.append(f"{count} here · estimate {distributed.sharding_note(config, len(gpus))}")
+        if distributed.needs_accelerate(config):
+            try:
+                distributed.check(config, len(gpus))
+            except UserError as refusal:
+                lines.append(f"not on this machine: {refusal}")
+        memory.update("\n".join(lines))
 
     # -- editing ----------------------------------------------------------------------------------
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
