@@ -34,6 +34,13 @@ def _screen_factory(module: str, class_name: str):
     return build
 
 
+def start_mode(workspace: Workspace) -> str:
+    """Re-attach first: with a run in progress, open Train, which lists the runs to re-attach to."""
+    if any(run.state() in ACTIVE_STATES for run in list_runs(workspace)):
+        return "train"
+    return "data"
+
+
 class WorkbenchApp(App):
     TITLE = "lora-workbench"
     # Every screen's Footer must fit the mode keys at 80 columns: tighter keys, no palette hint (ctrl+p
@@ -69,28 +76,25 @@ class WorkbenchApp(App):
 
     def __init__(self, workspace: Workspace, initial_mode: str | None = None,
                  initial_preset: str | None = None) -> None:
+        # The first mode is the app's default mode, composed with the app itself: no blank default screen
+        # to switch away from, and the theme is set before any widget is styled (each of those would
+        # restyle the whole first screen again, ~0.1 s).
+        self.DEFAULT_MODE = initial_mode or start_mode(workspace)
         super().__init__()
         self.workspace = workspace
-        self.initial_mode = initial_mode
         self.initial_preset = initial_preset
         self.current_run_id: str | None = None
-        self.workbench_themes = [theme.name for theme in load_themes()]
+        themes = load_themes()
+        for theme in themes:
+            self.register_theme(theme)
+        self.workbench_themes = [theme.name for theme in themes]
+        saved = read_settings(workspace).get("theme")
+        self.theme = saved if saved in self.available_themes else DEFAULT_THEME
 
     def on_mount(self) -> None:
-        for theme in load_themes():
-            self.register_theme(theme)
-        saved = read_settings(self.workspace).get("theme")
-        self.theme = saved if saved in self.available_themes else DEFAULT_THEME
         self.theme_changed_signal.subscribe(self, lambda theme: remember_theme(self.workspace, theme.name))
-        self.switch_mode(self.initial_mode or self._start_mode())
         if self.initial_preset:
             self.start_new_run(self.initial_preset)
-
-    def _start_mode(self) -> str:
-        """Re-attach first: with a run in progress, open Train, which lists the runs to re-attach to."""
-        if any(run.state() in ACTIVE_STATES for run in list_runs(self.workspace)):
-            return "train"
-        return "data"
 
     # -- navigation -----------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple) -> bool | None:

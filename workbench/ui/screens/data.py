@@ -19,7 +19,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.suggester import Suggester
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import Button, DataTable, Header, Input, Label, Static, TabbedContent, TabPane
 
 from workbench.core.data import (
     NeedsConversion, Prepared, list_datasets, load_chat_tokenizer, parse_mapping, parse_ratios, prepare,
@@ -28,6 +28,7 @@ from workbench.core.data import (
 from workbench.core.data.demo import DEMO_FILE, ensure_demo_dataset
 from workbench.core.errors import UserError
 from workbench.core.models import DEFAULT_MODEL
+from workbench.ui.widgets.footer import KeysFooter
 
 PREVIEW_ROWS = 200
 BAR_WIDTH = 36
@@ -184,7 +185,7 @@ class DataScreen(Screen):
             with TabPane("Datasets", id="tab-datasets"):
                 yield DataTable(id="datasets", cursor_type="row", zebra_stripes=True)
         yield Static(id="status")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#preview", DataTable).add_columns("#", "src", "prompt", "answer")

@@ -16,11 +16,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Checkbox, DataTable, Footer, Header, Input, Label, ProgressBar, Select, Static
+from textual.widgets import Checkbox, DataTable, Header, Input, Label, ProgressBar, Select, Static
 
 from workbench.core.report import metric_table
 from workbench.core.runs import RunDir, list_runs
 from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
+from workbench.ui.widgets.footer import KeysFooter
 
 SPLITS = ("test", "val", "train")
 # Overall progress: each phase computes perplexity, then generates.
@@ -100,7 +101,7 @@ class EvaluateScreen(Screen):
                 yield Static("", id="base-answer", markup=False)
             with VerticalScroll(id="tuned-pane"):
                 yield Static("", id="tuned-answer", markup=False)
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#metrics", DataTable).add_columns("Metric", "Base", "Tuned", "Delta", "")

@@ -17,7 +17,7 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Checkbox, Footer, Header, Input, Label, ProgressBar, Select, Static, TextArea
+from textual.widgets import Checkbox, Header, Input, Label, ProgressBar, Select, Static, TextArea
 
 from workbench.core.errors import UserError
 from workbench.core.feedback import append_feedback, feedback_row
@@ -30,6 +30,7 @@ from workbench.core.generation import (
     validate_params,
 )
 from workbench.core.models import DEFAULT_MODEL
+from workbench.ui.widgets.footer import KeysFooter
 
 NONE = "none"  # the second pane's "no comparison"
 PANES = ("left", "right")
@@ -221,7 +222,7 @@ class EditAnswerScreen(ModalScreen[str | None]):
         with Vertical():
             yield Label(f"Q: {self.question[:200]}", markup=False)
             yield TextArea(self.answer, id="edited")
-            yield Footer()
+            yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#edited", TextArea).focus()
@@ -311,7 +312,7 @@ class PlaygroundScreen(Screen):
         with Horizontal(id="panes"):
             for pane in PANES:
                 yield AnswerPane(pane, id=f"pane-{pane}")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.refresh_targets(initial=True)

@@ -6,15 +6,15 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
 from workbench.core.errors import UserError
 from workbench.core.events import read_events
 from workbench.core.runs import FINAL_STATES, RunDir, delete_run, list_runs
 from workbench.ui.run_history import format_duration
-from workbench.ui.widgets.charts import MetricChart
 from workbench.ui.widgets.confirm import ConfirmScreen
+from workbench.ui.widgets.footer import KeysFooter
 
 COLUMNS = ("", "run", "status", "model", "preset", "steps", "best eval", "duration")
 REFRESH_S = 5.0
@@ -62,7 +62,7 @@ class RunsScreen(Screen):
         table.add_columns(*COLUMNS)
         yield table
         yield Static("", id="runs-hint")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.action_refresh()
@@ -177,6 +177,8 @@ class CompareScreen(ModalScreen[None]):
         self.runs = runs
 
     def compose(self) -> ComposeResult:
+        from workbench.ui.widgets.charts import MetricChart  # plotext: only when a comparison is opened
+
         with Vertical() as box:
             box.border_title = " vs ".join(run.run_id for run in self.runs)
             yield MetricChart("loss", id="compare-chart")
@@ -189,7 +191,7 @@ class CompareScreen(ModalScreen[None]):
                 points = [(e["step"], e[field]) for e in events
                           if e["type"] == kind and isinstance(e.get(field), (int, float))]
                 lines[f"{index}:{label}"] = ([p[0] for p in points], [p[1] for p in points])
-        self.query_one(MetricChart).set_lines(lines)
+        self.query_one("#compare-chart").set_lines(lines)
 
     def action_close(self) -> None:
         self.dismiss()

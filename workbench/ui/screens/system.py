@@ -16,11 +16,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Input, Label, Static, TabbedContent, TabPane
 
 from workbench.core.hardware import format_report
 from workbench.core.models import DEFAULT_MODEL
 from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
+from workbench.ui.widgets.footer import KeysFooter
 
 
 class SystemScreen(Screen):
@@ -65,7 +66,7 @@ class SystemScreen(Screen):
                              id="inspect-status", markup=False)
                 yield DataTable(id="modules", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="suggestion", markup=False)
-        yield Footer()
+        yield KeysFooter()
 
     def _default_model(self) -> str:
         """The model of the run last opened elsewhere in the app, else the built-in default."""

@@ -6,13 +6,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
 from workbench.core.errors import UserError
-from workbench.core.launcher import relaunch, resume_checkpoint
 from workbench.core.runs import ACTIVE_STATES, RunDir, list_runs, open_run
 from workbench.ui.widgets.confirm import ConfirmScreen
+from workbench.ui.widgets.footer import KeysFooter
 
 
 class TrainScreen(Screen):
@@ -46,7 +46,7 @@ class TrainScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Vertical(id="body")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.sync_run()
@@ -183,6 +183,8 @@ class TrainScreen(Screen):
                     "Resume continues it in place.")
         if state == "paused":
             return f"Resume paused run {run.run_id}?"
+        from workbench.core.launcher import resume_checkpoint  # pydantic config: not needed for the first frame
+
         try:
             checkpoint = resume_checkpoint(run)
         except UserError as error:
@@ -199,5 +201,7 @@ class TrainScreen(Screen):
         self.run_worker(lambda: self._relaunch(run), thread=True, group="relaunch")
 
     def _relaunch(self, run: RunDir) -> None:
+        from workbench.core.launcher import relaunch
+
         checkpoint, _ = relaunch(run)
         self.app.call_from_thread(self.notify, f"{run.run_id} restarted from {checkpoint.name}")
