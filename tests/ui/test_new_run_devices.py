@@ -159,3 +159,18 @@ async def test_two_cpu_processes_write_run_yaml_for_accelerate(workspace, tiny_l
     command = launcher.trainer_command(run)  # the launch the form would make: accelerate, two processes
     assert "accelerate.commands.launch" in command
     assert yaml.safe_load((run.path / distributed.ACCELERATE_CONFIG).read_text())["num_processes"] == 2
+
+
+def test_the_estimate_is_against_the_smallest_gpu_the_run_uses(qa_workspace):
+    from workbench.core.newrun import resolve_config
+    from workbench.ui.screens.new_run import memory_estimate_text
+
+    gpus = [GpuInfo(0, "RTX 4090", 24 * 1024**3), GpuInfo(1, "H100", 80 * 1024**3)]
+
+    def headline(*overrides: str) -> str:
+        config = resolve_config(qa_workspace, "llama-lora", DATASET, overrides=list(overrides))
+        return memory_estimate_text(config, qa_workspace, gpus).splitlines()[0]
+
+    assert "per GPU, 1 process): ~" in headline() and "in 24 GiB (RTX 4090)" in headline()
+    assert "in 80 GiB (H100)" in headline("distributed.devices='1,0'")  # one process: the first listed
+    assert "in 24 GiB (RTX 4090)" in headline("distributed.devices='1,0'", "distributed.num_processes=2")
