@@ -174,3 +174,15 @@ def test_the_estimate_is_against_the_smallest_gpu_the_run_uses(qa_workspace):
     assert "per GPU, 1 process): ~" in headline() and "in 24 GiB (RTX 4090)" in headline()
     assert "in 80 GiB (H100)" in headline("distributed.devices='1,0'")  # one process: the first listed
     assert "in 24 GiB (RTX 4090)" in headline("distributed.devices='1,0'", "distributed.num_processes=2")
+
+
+def test_a_broken_config_json_is_named_in_the_estimate_not_raised(qa_workspace, tmp_path):
+    from workbench.core.newrun import resolve_config
+    from workbench.ui.screens.new_run import memory_estimate_text
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{not json", encoding="utf-8")
+    config = resolve_config(qa_workspace, "llama-lora", DATASET, str(model))
+    text = memory_estimate_text(config, qa_workspace, FOUR_GPUS)
+    assert text.startswith("memory estimate unavailable: ") and "config.json: cannot read" in text

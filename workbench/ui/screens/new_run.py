@@ -323,10 +323,10 @@ def memory_estimate_text(config, workspace, gpus: list) -> str:
     from workbench.core.family import model_config_json
     from workbench.core.memory import estimate_memory, shape_from_config
 
-    model_config = model_config_json(config.model.name_or_path, workspace)
-    if model_config is None:
-        return "memory estimate: available once the model is downloaded or converted (its config.json)"
     try:
+        model_config = model_config_json(config.model.name_or_path, workspace)
+        if model_config is None:
+            return "memory estimate: available once the model is downloaded or converted (its config.json)"
         used = distributed.gpus_in_use(config, gpus)
         gpu = min(used, key=lambda info: info.total_bytes) if used else None
         estimate = estimate_memory(config, shape_from_config(model_config), gpu)
