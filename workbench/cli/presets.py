@@ -7,7 +7,6 @@ import argparse
 import yaml
 
 from workbench.cli.output import print_json, print_table
-from workbench.core.config import deep_merge, validate_config
 from workbench.core.errors import UserError
 
 
@@ -71,6 +70,7 @@ def _short(text: str, width: int) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from workbench.core.config import deep_merge, validate_config  # pydantic: not for --help or the TUI
     from workbench.core.memory import detect_gpus, estimate_run
     from workbench.core.presets import differences, family_default, load_preset
 

@@ -7,9 +7,6 @@ import sys
 import time
 
 from workbench.cli.output import format_duration, print_json_line
-from workbench.core.config import load_run_config
-from workbench.core.launcher import launch
-from workbench.core.newrun import create_run, resolve_config
 from workbench.core.runs import RunDir
 
 
@@ -37,6 +34,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from workbench.cli import workspace_of
     from workbench.core.errors import UserError
+    from workbench.core.launcher import launch  # pydantic: not for --help or the TUI
+    from workbench.core.newrun import create_run, resolve_config
 
     workspace = workspace_of(args)
     if args.config:
@@ -60,7 +59,7 @@ def reproduce_config(workspace, args: argparse.Namespace):
     """`--config run.yaml`: the saved config, with --data/--model/--max-steps/--set applied on top."""
     from pathlib import Path
 
-    from workbench.core.config import apply_overrides, config_to_dict, validate_config
+    from workbench.core.config import apply_overrides, config_to_dict, load_run_config, validate_config
     from workbench.core.models import resolve_model
     from workbench.core.newrun import resolve_dataset_dir
 

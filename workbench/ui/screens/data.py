@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 from rich.cells import cell_len
 from rich.text import Text
@@ -19,16 +19,17 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.suggester import Suggester
+from textual.widget import Widget
 from textual.widgets import Button, DataTable, Header, Input, Label, Static, TabbedContent, TabPane
 
-from workbench.core.data import (
-    NeedsConversion, Prepared, list_datasets, load_chat_tokenizer, parse_mapping, parse_ratios, prepare,
-    split_dataset, token_statistics,
-)
-from workbench.core.data.demo import DEMO_FILE, ensure_demo_dataset
 from workbench.core.errors import UserError
 from workbench.core.models import DEFAULT_MODEL
 from workbench.ui.widgets.footer import KeysFooter
+
+if TYPE_CHECKING:
+    from workbench.core.data import Prepared
+
+# workbench.core.data (formats, tokenizers) is imported where it is used, after the first frame.
 
 PREVIEW_ROWS = 200
 BAR_WIDTH = 36
@@ -143,6 +144,7 @@ class DataScreen(Screen):
         self.stats: dict[str, Any] | None = None
         self.converter: JobClient | None = None
         self.suggested_name = ""
+        self.tabs_filled = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -153,46 +155,61 @@ class DataScreen(Screen):
         with TabbedContent(id="tabs"):
             with TabPane("Preview", id="tab-preview"):
                 yield DataTable(id="preview", cursor_type="row", zebra_stripes=True)
-            with TabPane("Schema", id="tab-schema"):
-                with VerticalScroll():
-                    yield Static(id="schema-info")
-                    with Horizontal(classes="row"):
-                        yield Label("Mapping")
-                        yield Input(placeholder="e.g. prompt=질문,response=답변 or schema=qa", id="mapping")
-                    with Horizontal(classes="row"):
-                        yield Label("System")
-                        yield Input(placeholder="system prompt for rows without one (optional)", id="system")
-            with TabPane("Lengths", id="tab-lengths"):
-                with VerticalScroll():
-                    with Horizontal(classes="row"):
-                        yield Label("Model")
-                        yield Input(DEFAULT_MODEL, id="model")
-                        yield Label(" max_length")
-                        yield Input("1024", id="max-length", type="integer")
-                    yield Static("Press ctrl+l to measure token lengths.", id="stats")
-                    yield Static(id="histogram")
-            with TabPane("Split", id="tab-split"):
-                with Vertical(id="split-form"):
-                    for label, field_id, value in (("Name", "name", ""), ("Ratios", "ratios", "8:1:1"),
-                                                   ("Seed", "seed", "42"), ("Stratify col", "stratify", ""),
-                                                   ("Augment ×N", "augment", "1")):
-                        with Horizontal():
-                            yield Label(label)
-                            yield Input(value, id=field_id, classes="field",
-                                        type="integer" if field_id in ("seed", "augment") else "text")
-                    yield Button("Split (ctrl+s)", id="do-split", variant="primary")
-                    yield Static(id="split-result")
-            with TabPane("Datasets", id="tab-datasets"):
-                yield DataTable(id="datasets", cursor_type="row", zebra_stripes=True)
+            # Filled after the first frame (_fill_hidden_tabs): styling their forms would double its time.
+            yield TabPane("Schema", id="tab-schema")
+            yield TabPane("Lengths", id="tab-lengths")
+            yield TabPane("Split", id="tab-split")
+            yield TabPane("Datasets", id="tab-datasets")
         yield Static(id="status")
         yield KeysFooter()
 
+    def _hidden_tab_contents(self) -> dict[str, Widget]:
+        def row(*widgets: Widget) -> Horizontal:
+            return Horizontal(*widgets, classes="row")
+
+        split_fields = [
+            Horizontal(Label(label), Input(value, id=field_id, classes="field",
+                                           type="integer" if field_id in ("seed", "augment") else "text"))
+            for label, field_id, value in (("Name", "name", ""), ("Ratios", "ratios", "8:1:1"), ("Seed", "seed", "42"),
+                                           ("Stratify col", "stratify", ""), ("Augment ×N", "augment", "1"))
+        ]
+        return {
+            "tab-schema": VerticalScroll(
+                Static(id="schema-info"),
+                row(Label("Mapping"), Input(placeholder="e.g. prompt=질문,response=답변 or schema=qa", id="mapping")),
+                row(Label("System"), Input(placeholder="system prompt for rows without one (optional)", id="system")),
+            ),
+            "tab-lengths": VerticalScroll(
+                row(Label("Model"), Input(DEFAULT_MODEL, id="model"),
+                    Label(" max_length"), Input("1024", id="max-length", type="integer")),
+                Static("Press ctrl+l to measure token lengths.", id="stats"),
+                Static(id="histogram"),
+            ),
+            "tab-split": Vertical(*split_fields, Button("Split (ctrl+s)", id="do-split", variant="primary"),
+                                  Static(id="split-result"), id="split-form"),
+            "tab-datasets": DataTable(id="datasets", cursor_type="row", zebra_stripes=True),
+        }
+
     def on_mount(self) -> None:
         self.query_one("#preview", DataTable).add_columns("#", "src", "prompt", "answer")
-        self.query_one("#datasets", DataTable).add_columns("name", "train", "val", "test", "schema", "created")
-        self.refresh_datasets()
         self.query_one("#preview", DataTable).focus()  # so that the single-key screen switches work at once
+        self.call_after_refresh(self._fill_hidden_tabs)
+
+    async def _fill_hidden_tabs(self) -> None:
+        mounts = [self.query_one(f"#{pane_id}", TabPane).mount(content)
+                  for pane_id, content in self._hidden_tab_contents().items()]
+        for mounted in mounts:
+            await mounted
+        self.query_one("#datasets", DataTable).add_columns("name", "train", "val", "test", "schema", "created")
+        self.tabs_filled = True
+        self.refresh_bindings()
+        self.refresh_datasets()
         self.open_demo()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("lengths", "split") and not self.tabs_filled:
+            return None  # shown disabled for the moment before their tabs exist
+        return True
 
     def on_unmount(self) -> None:
         if self.converter is not None:
@@ -208,6 +225,8 @@ class DataScreen(Screen):
     @work(thread=True, exclusive=True, group="load")
     def open_demo(self) -> None:
         """The first five minutes: the bundled demo, already split into the workspace, is what is shown."""
+        from workbench.core.data.demo import DEMO_FILE, ensure_demo_dataset
+
         try:
             ensure_demo_dataset(self.app.workspace)
         except UserError as error:
@@ -230,6 +249,8 @@ class DataScreen(Screen):
         self.load()
 
     def load(self) -> None:
+        if not self.tabs_filled:
+            return  # the demo load follows at once
         path = self.query_one("#path", Input).value.strip()
         if not path:
             self.set_status("type a file path (→ completes), then enter", error=True)
@@ -240,6 +261,8 @@ class DataScreen(Screen):
 
     @work(thread=True, exclusive=True, group="load")
     def _load(self, path: str, mapping: str, system: str, stratify: str | None) -> None:
+        from workbench.core.data import parse_mapping, prepare
+
         try:
             prepared = prepare(path, parse_mapping(mapping), skip_bad=True, system_prompt=system, stratify=stratify)
         except UserError as error:
@@ -312,6 +335,8 @@ class DataScreen(Screen):
 
     @work(thread=True, exclusive=True, group="stats")
     def _measure(self, prepared: Prepared, spec: str, max_length: int, convert: bool) -> None:
+        from workbench.core.data import NeedsConversion, load_chat_tokenizer, token_statistics
+
         try:
             tok = load_chat_tokenizer(spec, self.app.workspace)
             stats = token_statistics([row.messages for row in prepared.rows], tok, max_length)
@@ -366,6 +391,8 @@ class DataScreen(Screen):
     # -- split -----------------------------------------------------------------------------------
     @on(Button.Pressed, "#do-split")
     def action_split(self) -> None:
+        from workbench.core.data import parse_ratios
+
         if self.prepared is None:
             self.set_status("load a file first", error=True)
             return
@@ -389,6 +416,8 @@ class DataScreen(Screen):
     @work(thread=True, exclusive=True, group="split")
     def _split(self, prepared: Prepared, mapping: str, out: Path, ratios, seed: int, augment: int,
                stratify: str | None) -> None:
+        from workbench.core.data import parse_mapping, prepare, split_dataset
+
         try:
             if stratify != prepared.stratify:  # the strata are read while loading
                 prepared = prepare(prepared.source.path, parse_mapping(mapping), skip_bad=True,
@@ -410,6 +439,8 @@ class DataScreen(Screen):
 
     # -- prepared datasets -----------------------------------------------------------------------
     def refresh_datasets(self) -> None:
+        from workbench.core.data import list_datasets
+
         table = self.query_one("#datasets", DataTable)
         table.clear()
         for entry in list_datasets(self.app.workspace):
