@@ -3,10 +3,12 @@
     .venv/bin/python benchmarks/tui_flood.py [--rate 200] [--seconds 30]
 
 Starts tests/fake_trainer.py at `--rate` step events per second (plus an eval event every 10 steps),
-opens its live view in the real WorkbenchApp (headless, 120x40, all six charts shown) and, for
-`--seconds`, presses a key every 100 ms, timing each press until the app is idle again (the key's
-handler ran and the screen was updated). Also samples event-loop lag with a 10 ms timer and checks
-that every event reached the view. Goal: key latency <= 50 ms.
+opens its live view in the real WorkbenchApp (headless, 120x40, all charts shown) and, for `--seconds`,
+sends a key every 100 ms, timing each from the key event entering the app's queue until the screen has
+been refreshed after the key's action ran (what a user waits for). Pilot.press is not used for that: it
+waits until the whole process has been idle for 20 ms, which a UI consuming 200 events/s never is, so it
+times the flood rather than the key. Also samples event-loop lag with a 10 ms timer and checks that every
+event reached the view. Goal: key latency <= 50 ms.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -25,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from fake_trainer import make_run  # noqa: E402
+from textual import events  # noqa: E402
 from workbench.core.events import read_events  # noqa: E402
 from workbench.core.workspace import Workspace  # noqa: E402
 from workbench.ui.app import WorkbenchApp  # noqa: E402
@@ -56,13 +60,26 @@ async def measure(rate: float, seconds: float) -> dict:
                 expected[0] = loop.time() + 0.01
 
             probe_timer = app.set_interval(0.01, probe)
+            screen = app.screen
+            cycle_chart = screen.action_cycle_chart
+            drawn = asyncio.Event()
+            handled_ms = []
+
+            def timed_cycle_chart() -> None:  # the `c` binding's action, timed
+                cycle_chart()
+                handled_ms.append((time.perf_counter() - pressed) * 1000)
+                screen.call_after_refresh(drawn.set)
+
+            screen.action_cycle_chart = timed_cycle_chart
             started = time.monotonic()
             redraws_before = view.redraw_count
             while time.monotonic() - started < seconds:
+                drawn.clear()
                 pressed = time.perf_counter()
-                await pilot.press("c")  # cycles a chart: a real layout change, not a no-op
+                app.post_message(events.Key("c", "c"))  # cycles a chart: a real layout change, not a no-op
+                await asyncio.wait_for(drawn.wait(), timeout=10)
                 key_ms.append((time.perf_counter() - pressed) * 1000)
-                await pilot.pause(0.1)
+                await asyncio.sleep(0.1)
             elapsed = time.monotonic() - started
             probe_timer.stop()
             run.request("stop")
@@ -81,9 +98,12 @@ async def measure(rate: float, seconds: float) -> dict:
         "events_per_s": round(written / max(elapsed, 1e-9), 1),
         "key_latency_ms": {"median": round(statistics.median(key_ms), 1), "p95": round(percentile(key_ms, 0.95), 1),
                            "max": round(max(key_ms), 1), "presses": len(key_ms)},
+        "key_to_action_ms": {"median": round(statistics.median(handled_ms), 1),
+                             "p95": round(percentile(handled_ms, 0.95), 1)},
         "loop_lag_ms": {"median": round(statistics.median(lag_ms), 1), "p95": round(percentile(lag_ms, 0.95), 1),
                         "max": round(max(lag_ms), 1)},
         "chart_redraws_per_s": round(redraws_per_s, 2), "goal_key_latency_ms": 50,
+        "load_average": os.getloadavg(),
     }
 
 

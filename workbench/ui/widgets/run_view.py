@@ -78,10 +78,14 @@ class RunView(Vertical):
     }
     RunView #progress-text {
         width: 1fr;
+        height: 1;
     }
     RunView #numbers {
-        height: auto;
+        height: 1;
         color: $text-muted;
+    }
+    RunView.-compact #numbers {
+        height: 2;
     }
     RunView #error {
         height: auto;
@@ -126,6 +130,7 @@ class RunView(Vertical):
         self._rate_mark = (time.monotonic(), 0)  # (when, events seen) at the last rate estimate
         self._last_redraw = 0.0
         self._redraw_timer = None
+        self._shown_texts: dict[str, str] = {}  # selector -> the text its Static shows
         self.log_lines = 3
 
     # -- layout ---------------------------------------------------------------------------------
@@ -161,16 +166,19 @@ class RunView(Vertical):
         self.set_class(compact, "-compact")
         self.log_lines = 3 if compact else 7
         self.query_one("#logs").styles.height = self.log_lines + 1  # + the top border
+        self._mark_shown_charts()
+        if self.drawn_version >= 0:
+            self._draw_logs(self.history.snapshot())
+
+    def _mark_shown_charts(self) -> None:
         for name in CHARTS:
             shown = name in ("loss", self.secondary)
             self.query_one(f"#chart-{name}").set_class(shown, "-shown")
-        if self.drawn_version >= 0:
-            self._draw_logs(self.history.snapshot())
 
     def cycle_chart(self) -> str:
         position = SECONDARY_CHARTS.index(self.secondary)
         self.secondary = SECONDARY_CHARTS[(position + 1) % len(SECONDARY_CHARTS)]
-        self._apply_layout()
+        self._mark_shown_charts()
         return self.secondary
 
     # -- following the file (worker thread) -----------------------------------------------------
@@ -223,6 +231,13 @@ class RunView(Vertical):
             self._draw_progress(self.history.snapshot())
 
     # -- drawing --------------------------------------------------------------------------------
+    def _show_text(self, selector: str, text: str, layout: bool = False) -> None:
+        """Updates a Static only when its text changed, and without relayout of the screen unless asked:
+        the live view's text areas have fixed sizes, and a relayout costs more than the rest of a redraw."""
+        if self._shown_texts.get(selector) != text:
+            self._shown_texts[selector] = text
+            self.query_one(selector, Static).update(text, layout=layout)
+
     def redraw(self) -> None:
         now = self._last_redraw = time.monotonic()
         snap = self.history.snapshot()
@@ -272,7 +287,7 @@ class RunView(Vertical):
         start, step = snap.start, snap.last_step
         model = start.get("model") or "?"
         method = start.get("method") or ""
-        self.query_one("#run-title", Static).update(f"{self.run.run_id} · {model} {method} · {self.state}")
+        self._show_text("#run-title", f"{self.run.run_id} · {model} {method} · {self.state}")
         total = step.get("total_steps") or start.get("total_steps")
         done = step.get("step") or 0
         bar = self.query_one("#progress", ProgressBar)
@@ -283,7 +298,7 @@ class RunView(Vertical):
                  f"elapsed {format_duration(elapsed_seconds(snap, live))}"]
         if live:
             parts.append(f"ETA {format_duration(eta)}")
-        self.query_one("#progress-text", Static).update("  ".join(parts))
+        self._show_text("#progress-text", "  ".join(parts))
         numbers = [
             f"loss {_num(step.get('loss'), '.4f')}",
             f"eval {_num(snap.last_eval.get('eval_loss'), '.4f')}",
@@ -294,11 +309,10 @@ class RunView(Vertical):
             f"{_gb(step.get('vram_peak_mb'))} GB",
             f"RAM {_gb(step.get('ram_mb'))} GB",
         ]
-        self.query_one("#numbers", Static).update("  ".join(numbers))
+        self._show_text("#numbers", "  ".join(numbers))
         error = self._error_text(snap)
-        error_widget = self.query_one("#error", Static)
-        error_widget.update(error or "")
-        error_widget.set_class(bool(error), "-shown")
+        self._show_text("#error", error or "", layout=True)  # its height follows the message
+        self.query_one("#error").set_class(bool(error), "-shown")
 
     def _error_text(self, snap: Snapshot) -> str | None:
         if snap.end and snap.end.get("status") == "failed":
@@ -318,4 +332,4 @@ class RunView(Vertical):
             style = {"error": "bold red", "warning": "yellow"}.get(level)
             message = str(entry.get("message")).replace("[", r"\[")
             lines.append(f"[{style}]{message}[/]" if style else message)
-        self.query_one("#logs", Static).update("\n".join(lines))
+        self._show_text("#logs", "\n".join(lines))
