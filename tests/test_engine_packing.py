@@ -5,16 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.engine.packing import model_masks_packed_sequences, padding_free_collator
+from workbench.engine.packing import model_masks_packed_sequences, padding_free_collator, use_per_example_attention
 from workbench.engine.tiny import build_tiny_model
 
 LENGTHS = (7, 12, 5, 9)
 
 
 def load(directory, attn="sdpa"):
+    """attn: a transformers implementation, or "per-example" (the trainer's sdpa on each packed example)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(directory, attn_implementation=attn).eval()
+    stock = "sdpa" if attn == "per-example" else attn
+    model = AutoModelForCausalLM.from_pretrained(directory, attn_implementation=stock).eval()
+    if attn == "per-example":
+        assert use_per_example_attention(model)
+    return model
 
 
 def examples(seed: int = 0) -> list[dict]:
@@ -65,7 +70,7 @@ def family_model(request, tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp(f"tiny-{request.param}"), request.param)
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "per-example"])
 def test_padding_free_loss_equals_unpacked_loss_per_example(family_model, attn):
     model = load(family_model, attn)
     assert model_masks_packed_sequences(model)
@@ -90,8 +95,9 @@ def test_padding_free_batch_mean_loss_equals_padded_batch(tiny_llama):
     assert float(packed_loss) == pytest.approx(float(padded_loss), abs=1e-5)
 
 
-def test_no_example_attends_to_another(tiny_llama):
-    model = load(tiny_llama)
+@pytest.mark.parametrize("attn", ["sdpa", "per-example"])
+def test_no_example_attends_to_another(tiny_llama, attn):
+    model = load(tiny_llama, attn)
     rows = examples(seed=2)
     _, logits = packed_forward(model, rows)
     changed = [dict(row) for row in rows]
@@ -106,8 +112,9 @@ def test_no_example_attends_to_another(tiny_llama):
         assert same == (index not in (0, 2)), f"example {index}"
 
 
-def test_gradients_do_not_flow_across_examples(tiny_llama):
-    model = load(tiny_llama)
+@pytest.mark.parametrize("attn", ["sdpa", "per-example"])
+def test_gradients_do_not_flow_across_examples(tiny_llama, attn):
+    model = load(tiny_llama, attn)
     batch = padding_free_collator(pad_token_id=0)(examples(seed=3))
     embeddings = model.get_input_embeddings()(batch["input_ids"]).detach().requires_grad_(True)
     inputs = {key: value for key, value in batch.items() if key not in ("labels", "input_ids")}
@@ -116,3 +123,30 @@ def test_gradients_do_not_flow_across_examples(tiny_llama):
     logits[0, first_end:].sum().backward()  # every later example's outputs
     assert embeddings.grad[0, :first_end].abs().max() == 0
     assert embeddings.grad[0, first_end:].abs().max() > 0
+
+
+def test_per_example_attention_runs_one_sdpa_per_example(tiny_llama, monkeypatch):
+    import transformers.integrations.sdpa_attention as sdpa
+
+    calls = []
+    stock = sdpa.sdpa_attention_forward
+
+    def counting(module, query, *args, **kwargs):
+        calls.append(query.shape[2])
+        return stock(module, query, *args, **kwargs)
+
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward", counting)
+    model = load(tiny_llama, "per-example")
+    packed_forward(model, examples())
+    layers = model.config.num_hidden_layers
+    assert calls == list(LENGTHS) * layers  # each example's own slice, never the whole row
+
+
+def test_per_example_attention_keeps_a_sliding_window_shorter_than_an_example(tmp_path):
+    """Examples longer than the window fall back to the masked sdpa, which applies the window."""
+    model_dir = build_tiny_model(tmp_path / "mistral", "mistral", sliding_window=4)
+    rows = examples(seed=4)
+    windowed = per_example_losses_packed(load(model_dir, "per-example"), rows)
+    assert windowed == pytest.approx(per_example_losses_alone(load(model_dir, "sdpa"), rows), abs=1e-5)
+    unwindowed = load(build_tiny_model(tmp_path / "mistral-full", "mistral", sliding_window=None))
+    assert windowed != pytest.approx(per_example_losses_alone(unwindowed, rows), abs=1e-3)  # the window mattered

@@ -11,7 +11,8 @@ from workbench.core.errors import UserError
 from workbench.core.workspace import Workspace
 from workbench.engine.callbacks import ControlCallback, EventCallback
 from workbench.engine.models import compute_dtype, count_parameters, describe_device, load_for_config
-from workbench.engine.packing import model_masks_packed_sequences, padding_free_collator
+from workbench.engine.lm_head import score_labelled_positions_only
+from workbench.engine.packing import model_masks_packed_sequences, padding_free_collator, use_per_example_attention
 from workbench.engine.sft_data import load_split
 
 
@@ -152,6 +153,9 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
         callbacks.append(EarlyStoppingCallback(config.training.early_stopping_patience,
                                                config.training.early_stopping_threshold))
     padding_free = config.training.padding_free and model_masks_packed_sequences(model)
+    per_example_attention = padding_free and use_per_example_attention(model)
+    # A per-shape compiler would recompile for every count of labelled positions.
+    compact_head = not config.training.torch_compile and score_labelled_positions_only()
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -164,7 +168,9 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     )
     trainable, total = count_parameters(trainer.model)
     log(f"precision {precision}, gradient checkpointing {'on' if checkpointing else 'off'}, "
-        f"padding-free {'on' if padding_free else 'off'}, {len(train)} training rows")
+        f"padding-free {'on' if padding_free else 'off'}"
+        f"{' (per-example attention)' if per_example_attention else ''}, "
+        f"LM head on {'labelled positions only' if compact_head else 'every position'}, {len(train)} training rows")
     if session.writer is not None:
         trainer.add_callback(EventCallback(run, session.writer, {
             "run_id": run.run_id, "pid": os.getpid(), "model": config.model.name_or_path, "method": config.method,
