@@ -29,15 +29,18 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(UserError.exit_code, f"error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="lora-workbench",
         description="Terminal workbench for LoRA/QLoRA fine-tuning. Without a command, opens the TUI.",
+        add_help=commands,  # without commands, --help is left to the full parser
     )
     parser.add_argument("--version", action="version", version=f"lora-workbench {__version__}")
     parser.add_argument(
         "--workspace", metavar="DIR", help="workspace directory (default: $LORA_WORKBENCH_HOME or the user data dir)"
     )
+    if not commands:
+        return parser
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -55,13 +58,16 @@ def workspace_of(args: argparse.Namespace) -> Workspace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = parser.parse_args(argv)
+        # Without a command the TUI opens: its first frame need not wait for every command module (~0.1 s).
+        args, rest = build_parser(commands=False).parse_known_args(argv)
+        if rest:
+            args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, --version and usage errors: a return code, as for every command
         return exit_.code if isinstance(exit_.code, int) else 0
     try:
-        if args.command is None:
+        if getattr(args, "command", None) is None:
             from workbench.ui.app import run_app
 
             return run_app(workspace_of(args))
