@@ -1,7 +1,8 @@
 """Benchmark (not a test): workbench trainer vs a plain TRL SFTTrainer script, same model, data and steps.
 
     .venv/bin/python benchmarks/train_throughput.py [--examples 128] [--batch 8] [--max-length 256]
-        [--model smollm2-135m] [--workspace DIR] [--only baseline,workbench,workbench-quiet] [--set KEY=VALUE ...]
+        [--model smollm2-135m] [--workspace DIR] [--only baseline,workbench,workbench-quiet,llamafactory]
+        [--llamafactory-python PATH] [--set KEY=VALUE ...]
 
 Data: the bundled demo rows (short and long Korean/English instructions, so lengths vary), one epoch of
 --examples rows, evaluated on 32 held-out rows afterwards. Each trainer runs in its own process:
@@ -12,8 +13,13 @@ Data: the bundled demo rows (short and long Korean/English instructions, so leng
   workbench        `llama-lora` preset through workbench.engine.build, with the event stream and control
                    callbacks (what `lora-workbench train` runs).
   workbench-quiet  the same without the event and control callbacks: the monitoring overhead.
+  llamafactory     LLaMA-Factory's `sft` stage with its defaults (gradient checkpointing, padded batches,
+                   its `smollm2` template: the same ChatML and default system prompt), the same LoRA, schedule,
+                   batch and steps; fp32 where the baseline is. It runs in LLaMA-Factory's own virtual
+                   environment (its pins clash with ours): --llamafactory-python, else the interpreter of
+                   `llamafactory-cli` on PATH; skipped when neither exists.
 Samples/s and non-padding tokens/s are timed from the end of the first step to the end of the last
-(the first step pays one-off allocation). LLaMA-Factory is run only when `llamafactory-cli` is installed.
+(the first step pays one-off allocation).
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 EVAL_ROWS = 32
-VARIANTS = ("baseline", "workbench", "workbench-quiet")
+VARIANTS = ("baseline", "workbench", "workbench-quiet", "llamafactory")
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def write_dataset(directory: Path, examples: int) -> Path:
@@ -47,7 +54,8 @@ def write_dataset(directory: Path, examples: int) -> Path:
 
 
 class StepClock:
-    """A TrainerCallback recording the wall time at the end of every optimizer step."""
+    """A TrainerCallback recording the wall time at the end of every optimizer step, the training rows'
+    lengths, the train losses and the eval loss (also where the trainer object is out of reach)."""
 
     def __new__(cls):
         from transformers import TrainerCallback
@@ -55,11 +63,40 @@ class StepClock:
         class _Clock(TrainerCallback):
             def __init__(self):
                 self.ends: list[float] = []
+                self.lengths: list[int] = []
+                self.train_losses: list[float] = []
+                self.eval_loss: float | None = None
+
+            def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+                self.lengths = [len(ids) for ids in train_dataloader.dataset["input_ids"]]
 
             def on_step_end(self, args, state, control, **kwargs):
                 self.ends.append(time.perf_counter())
 
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs:
+                    self.train_losses.append(float(logs["loss"]))
+
+            def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+                self.eval_loss = metrics["eval_loss"]
+
         return _Clock()
+
+
+def timing(clock, batch: int, total_s: float) -> dict:
+    steps = len(clock.ends)
+    timed_s = clock.ends[-1] - clock.ends[0]
+    # The sampler shuffles, so the steps' own token counts are unknown; over the whole epoch the mean is exact.
+    mean_length = sum(clock.lengths) / len(clock.lengths)
+    timed_examples = (steps - 1) * batch
+    return {
+        "steps": steps,
+        "train_s": round(total_s, 2),
+        "samples_per_s": timed_examples / timed_s,
+        "tokens_per_s": timed_examples * mean_length / timed_s,
+        "final_train_loss": clock.train_losses[-1] if clock.train_losses else None,
+        "eval_loss": clock.eval_loss,
+    }
 
 
 def measure(trainer, batch: int) -> dict:
@@ -67,23 +104,10 @@ def measure(trainer, batch: int) -> dict:
     trainer.add_callback(clock)
     started = time.perf_counter()
     trainer.train()
-    total_s = time.perf_counter() - started
-    steps = len(clock.ends)
-    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
-    timed_s = clock.ends[-1] - clock.ends[0]
-    # The sampler shuffles, so the steps' own token counts are unknown; over the whole epoch the mean is exact.
-    mean_length = sum(lengths) / len(lengths)
-    timed_examples = (steps - 1) * batch
-    train_loss = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    metrics = trainer.evaluate()
-    return {
-        "steps": steps,
-        "train_s": round(total_s, 2),
-        "samples_per_s": timed_examples / timed_s,
-        "tokens_per_s": timed_examples * mean_length / timed_s,
-        "final_train_loss": train_loss[-1] if train_loss else None,
-        "eval_loss": metrics["eval_loss"],
-    }
+    result = timing(clock, batch, time.perf_counter() - started)
+    trainer.evaluate()
+    result["eval_loss"] = clock.eval_loss
+    return result
 
 
 def run_baseline(args, data_dir: Path, output_dir: Path) -> dict:
@@ -125,8 +149,7 @@ def run_baseline(args, data_dir: Path, output_dir: Path) -> dict:
         disable_tqdm=True,
         seed=42,
     )
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM", target_modules=LORA_TARGETS)
     trainer = SFTTrainer(model=model, args=config, train_dataset=splits["train"], eval_dataset=splits["val"],
                          processing_class=tokenizer, peft_config=lora)
     result = measure(trainer, args.batch)
@@ -167,9 +190,50 @@ def run_workbench(args, data_dir: Path, quiet: bool) -> dict:
     return result
 
 
+def run_llamafactory(args, data_dir: Path, output_dir: Path) -> dict:
+    """LLaMA-Factory's own training entry (what `llamafactory-cli train` runs), in its virtual environment."""
+    import importlib.machinery
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("torchaudio") is None:
+        # Its multimodal plugin imports torchaudio at import time; no CPU torchaudio for this torch is on the
+        # package index, and text-only SFT never calls it.
+        stub = types.ModuleType("torchaudio")
+        stub.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
+        sys.modules["torchaudio"] = stub
+    import torch
+    from llamafactory.train.tuner import run_exp
+
+    columns = {"formatting": "sharegpt", "columns": {"messages": "messages"},
+               "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                        "assistant_tag": "assistant", "system_tag": "system"}}
+    (data_dir / "dataset_info.json").write_text(json.dumps({
+        "bench_train": {"file_name": "train.jsonl", **columns}, "bench_val": {"file_name": "val.jsonl", **columns}}))
+    clock = StepClock()
+    started = time.perf_counter()
+    run_exp(args={
+        "stage": "sft", "do_train": True, "do_eval": True, "model_name_or_path": args.model_dir,
+        "finetuning_type": "lora", "lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.05,
+        "lora_target": ",".join(LORA_TARGETS), "dataset": "bench_train", "eval_dataset": "bench_val",
+        "dataset_dir": str(data_dir), "template": "smollm2", "cutoff_len": args.max_length,
+        "output_dir": str(output_dir), "per_device_train_batch_size": args.batch,
+        "per_device_eval_batch_size": args.batch, "max_steps": args.examples // args.batch,
+        "learning_rate": 2e-4, "lr_scheduler_type": "cosine", "warmup_steps": 10, "logging_steps": 1,
+        "save_strategy": "no", "eval_strategy": "no", "report_to": "none", "disable_tqdm": True, "seed": 42,
+        "bf16": bool(torch.cuda.is_available()), "overwrite_cache": True, "plot_loss": False,
+    }, callbacks=[clock])
+    # run_exp evaluates after training: the timing ends at the last step, as for the others.
+    result = timing(clock, args.batch, clock.ends[-1] - started)
+    result["settings"] = "LLaMA-Factory defaults: checkpointing=True padded batches"
+    return result
+
+
 def worker(args) -> int:
     data_dir = Path(args.data_dir)
-    if args.worker == "baseline":
+    if args.worker == "llamafactory":
+        result = run_llamafactory(args, data_dir, Path(args.scratch))
+    elif args.worker == "baseline":
         result = run_baseline(args, data_dir, Path(args.scratch))
     else:
         result = run_workbench(args, data_dir, quiet=args.worker == "workbench-quiet")
@@ -177,10 +241,22 @@ def worker(args) -> int:
     return 0
 
 
+def llamafactory_python(explicit: str | None) -> str | None:
+    """The interpreter of LLaMA-Factory's virtual environment: given, or read from `llamafactory-cli`'s shebang."""
+    if explicit:
+        return explicit
+    cli = shutil.which("llamafactory-cli")
+    if cli is None:
+        return None
+    first_line = Path(cli).read_text(encoding="utf-8", errors="replace").splitlines()[0]
+    return first_line[2:].strip() if first_line.startswith("#!") else None
+
+
 def spawn(args, variant: str, data_dir: Path, scratch: Path) -> dict:
-    command = [sys.executable, __file__, "--worker", variant, "--data-dir", str(data_dir), "--scratch", str(scratch),
+    python = args.llamafactory_python if variant == "llamafactory" else sys.executable
+    command = [python, __file__, "--worker", variant, "--data-dir", str(data_dir), "--scratch", str(scratch),
                "--examples", str(args.examples), "--batch", str(args.batch), "--max-length", str(args.max_length),
-               "--model", args.model, "--workspace", str(args.workspace)]
+               "--model", args.model, "--model-dir", args.model_dir, "--workspace", str(args.workspace)]
     for item in args.set:
         command += ["--set", item]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
@@ -199,6 +275,8 @@ def main() -> int:
     parser.add_argument("--workspace", default=None)
     parser.add_argument("--only", default=",".join(VARIANTS))
     parser.add_argument("--set", action="append", default=[], help="extra workbench override, KEY=VALUE")
+    parser.add_argument("--llamafactory-python", help="python of a virtual environment with llamafactory installed")
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", help=argparse.SUPPRESS)
@@ -212,13 +290,15 @@ def main() -> int:
     from workbench.engine.models import resolve_and_materialize
 
     args.workspace = Workspace.resolve(args.workspace).root
-    resolve_and_materialize(args.model, Workspace(args.workspace))  # convert once, untimed
+    args.model_dir = resolve_and_materialize(args.model, Workspace(args.workspace))  # convert once, untimed
+    args.llamafactory_python = llamafactory_python(args.llamafactory_python)
+    variants = [v for v in args.only.split(",") if v != "llamafactory" or args.llamafactory_python]
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = write_dataset(Path(tmp) / "data", args.examples)
         print(f"{args.examples} examples, batch {args.batch}, max_length {args.max_length}, {args.model}, "
               f"{os.cpu_count()} CPUs")
         results = {}
-        for variant in args.only.split(","):
+        for variant in variants:
             results[variant] = spawn(args, variant, data_dir, Path(tmp) / variant)
             r = results[variant]
             print(f"{variant:16} {r['samples_per_s']:6.3f} samples/s {r['tokens_per_s']:8.1f} tokens/s  "
@@ -233,8 +313,12 @@ def main() -> int:
     if "workbench" in results and "workbench-quiet" in results:
         on, off = results["workbench"]["samples_per_s"], results["workbench-quiet"]["samples_per_s"]
         print(f"monitoring overhead: {100 * (off / on - 1):+.2f}% (events on {on:.3f}, off {off:.3f} samples/s)")
-    if shutil.which("llamafactory-cli") is None:
-        print("LLaMA-Factory: not installed (llamafactory-cli not on PATH); skipped")
+    if "llamafactory" in results and "workbench" in results:
+        peer, ours = results["llamafactory"], results["workbench"]
+        print(f"workbench / LLaMA-Factory: {ours['samples_per_s'] / peer['samples_per_s']:.2f}x samples/s, "
+              f"{ours['tokens_per_s'] / peer['tokens_per_s']:.2f}x tokens/s")
+    elif "llamafactory" in args.only.split(",") and not args.llamafactory_python:
+        print("LLaMA-Factory: not installed (no --llamafactory-python, no llamafactory-cli on PATH); skipped")
     return 0
 
 
