@@ -6,6 +6,7 @@ Nothing here imports torch: training, generation and evaluation run in child pro
 
 from __future__ import annotations
 
+import gc
 from importlib import import_module
 
 from textual.app import App
@@ -91,10 +92,21 @@ class WorkbenchApp(App):
         saved = read_settings(workspace).get("theme")
         self.theme = saved if saved in self.available_themes else DEFAULT_THEME
 
+    def on_load(self) -> None:
+        # Building the first screen allocates objects that all live on: collecting garbage meanwhile only
+        # delays the first frame (~10%). After it, they move out of the collector's way (gc.freeze), which
+        # also shortens the collections that pause the event loop while a run floods in.
+        gc.disable()
+
     def on_mount(self) -> None:
+        self.call_after_refresh(self._first_frame_drawn)
         self.theme_changed_signal.subscribe(self, lambda theme: remember_theme(self.workspace, theme.name))
         if self.initial_preset:
             self.start_new_run(self.initial_preset)
+
+    def _first_frame_drawn(self) -> None:
+        gc.freeze()
+        gc.enable()
 
     # -- navigation -----------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple) -> bool | None:
