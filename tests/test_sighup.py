@@ -95,7 +95,7 @@ async def test_hanging_up_the_tui_leaves_the_trainer_running_to_completion(works
         tui.wait_for("New run", since)
         since = tui.mark()
         tui.type("n")
-        tui.wait_for("Overrides", since)  # a label of the New-run form
+        tui.wait_for("Max steps", since)  # a label near the top of the New-run form
         since = tui.mark()
         tui.type("\t\r")  # to the preset list, open it
         tui.wait_for("llama-qlora", since)  # listed only in the open preset list
