@@ -18,13 +18,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, Header, Input, Label, Select, Static
 
 from workbench.core import distributed
 from workbench.core.config import config_to_dict
 from workbench.core.errors import UserError
 from workbench.core.newrun import create_run, resolve_config
 from workbench.core.presets import list_presets
+from workbench.ui.widgets.footer import KeysFooter
 
 REVIEW_DELAY_S = 0.3
 STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
@@ -148,7 +149,7 @@ class NewRunScreen(Screen):
             with VerticalScroll(id="review-box") as review_box:
                 review_box.border_title = "resolved run.yaml"
                 yield Static("", id="review", markup=False)
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "new run"

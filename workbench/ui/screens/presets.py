@@ -17,13 +17,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, Static
+from textual.widgets import DataTable, Header, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from workbench.core.config import RunConfig, validate_config
 from workbench.core.errors import UserError
 from workbench.core.family import FAMILIES
 from workbench.core.presets import Preset, differences, family_default, flatten, list_presets, save_user_preset
+from workbench.ui.widgets.footer import KeysFooter
 
 HIDDEN_FIELDS = ("preset", "description", "family")  # shown above the table, not edited as cells
 HIDDEN_SECTIONS = ("data.",)  # a run's dataset is chosen when the run starts, not in a preset
@@ -137,7 +138,7 @@ class PresetsScreen(Screen):
                     yield Input(id="edit-input")
                     yield Static("", id="edit-error")
                 yield Static("", id="memory")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#fields", DataTable)
