@@ -152,7 +152,15 @@ def test_snapshot_train_120x40(workspace, snap_compare):
 
 
 async def _runs_loaded(pilot):
-    await wait_until(pilot, lambda: pilot.app.screen.query_one("#runs").row_count == 2, what="runs")
+    table = pilot.app.screen.query_one("#runs")
+
+    def measured() -> bool:
+        # DataTable sizes its columns to new rows only when idle: wait for the run ids to be measured too,
+        # or a busy machine snapshots the header-only widths.
+        run_column = next(column for column in table.ordered_columns if column.label.plain == "run")
+        return table.row_count == 2 and run_column.content_width >= len("run-a")
+
+    await wait_until(pilot, measured, what="runs listed and measured")
     await pilot.pause(0.1)
 
 
