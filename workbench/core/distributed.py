@@ -109,13 +109,15 @@ def check_here(config: RunConfig) -> None:
         check(config, len(detect_gpus()))
 
 
-def gpus_in_use(config: RunConfig, gpus: list) -> list:
-    """The GPUs (core.memory.GpuInfo) the run's processes land on: one per process, from
-    distributed.devices in its order, else from all GPUs."""
+def smallest_gpu_in_use(config: RunConfig, gpus: list):
+    """The smallest of the GPUs (core.memory.GpuInfo) the run's processes land on — one per process, from
+    distributed.devices in its order, else from all GPUs — which is what a per-GPU estimate must fit; None
+    without a GPU."""
     ids = device_ids(config)
     by_index = {gpu.index: gpu for gpu in gpus}
     visible = gpus if ids is None else [by_index[i] for i in ids if i in by_index]
-    return visible[: config.distributed.num_processes]
+    used = visible[: config.distributed.num_processes]
+    return min(used, key=lambda gpu: gpu.total_bytes) if used else None
 
 
 def sharding_note(config: RunConfig, gpu_count: int) -> str:

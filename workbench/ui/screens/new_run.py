@@ -13,7 +13,6 @@ import json
 import os
 
 import yaml
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -25,6 +24,7 @@ from workbench.core.config import config_to_dict
 from workbench.core.errors import UserError
 from workbench.core.newrun import create_run, resolve_config
 from workbench.core.presets import list_presets
+from workbench.ui.gpus import detect_gpus_in_background
 from workbench.ui.widgets.footer import KeysFooter
 
 REVIEW_DELAY_S = 0.3
@@ -154,14 +154,7 @@ class NewRunScreen(Screen):
     def on_mount(self) -> None:
         self.sub_title = "new run"
         self.refresh_review()
-        self.detect_gpus()
-
-    @work(thread=True, exclusive=True, group="gpus")
-    def detect_gpus(self) -> None:
-        from workbench.core.memory import detect_gpus
-
-        gpus = detect_gpus()
-        self.app.call_from_thread(self._gpus_detected, gpus)
+        detect_gpus_in_background(self, self._gpus_detected)
 
     def _gpus_detected(self, gpus: list) -> None:
         from workbench.core.memory import describe_gpus
@@ -328,8 +321,7 @@ def memory_estimate_text(config, workspace, gpus: list) -> str:
         model_config = model_config_json(config.model.name_or_path, workspace)
         if model_config is None:
             return "memory estimate: available once the model is downloaded or converted (its config.json)"
-        used = distributed.gpus_in_use(config, gpus)
-        gpu = min(used, key=lambda info: info.total_bytes) if used else None
+        gpu = distributed.smallest_gpu_in_use(config, gpus)
         estimate = estimate_memory(config, shape_from_config(model_config), gpu)
     except (UserError, ValueError, KeyError, TypeError) as error:
         return f"memory estimate unavailable: {error}"

@@ -12,7 +12,6 @@ from typing import Any
 
 import yaml
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -24,6 +23,7 @@ from workbench.core.config import RunConfig, validate_config
 from workbench.core.errors import UserError
 from workbench.core.family import FAMILIES
 from workbench.core.presets import Preset, differences, family_default, flatten, list_presets, save_user_preset
+from workbench.ui.gpus import detect_gpus_in_background
 from workbench.ui.widgets.footer import KeysFooter
 
 HIDDEN_FIELDS = ("preset", "description", "family")  # shown above the table, not edited as cells
@@ -145,14 +145,7 @@ class PresetsScreen(Screen):
         table.add_column("field (* changed) enter/i edits", key="field", width=30)
         table.add_column("value", key="value")
         self.reload()
-        self.detect_gpu()
-
-    @work(thread=True, exclusive=True, group="gpu")
-    def detect_gpu(self) -> None:
-        from workbench.core.memory import detect_gpus
-
-        gpus = detect_gpus()
-        self.app.call_from_thread(self._gpus_detected, gpus)
+        detect_gpus_in_background(self, self._gpus_detected)
 
     def _gpus_detected(self, gpus: list) -> None:
         self.gpus = gpus
@@ -264,9 +257,8 @@ class PresetsScreen(Screen):
         config = self.config_of(self.current)
         gpus = self.gpus or []
         try:
-            used = distributed.gpus_in_use(config, gpus)
-            smallest = min(used, key=lambda gpu: gpu.total_bytes) if used else None
-            estimate = estimate_run(config, self.app.workspace, smallest, reference_if_other_family=True)
+            estimate = estimate_run(config, self.app.workspace, distributed.smallest_gpu_in_use(config, gpus),
+                                    reference_if_other_family=True)
         except UserError as error:
             memory.update(f"memory: {error}")
             return
