@@ -205,13 +205,19 @@ class EvaluateScreen(Screen):
             raise ValueError(f"{what} must be a whole number ≥ 1{' or empty (all)' if allow_empty else ''}")
         return int(raw)
 
-    def action_evaluate(self) -> None:
-        run = self.run
+    def _run_for_job(self, missing_run: str):
+        """The selected run when no job is running and there is a run; else says why, and None."""
         if self.job is not None:
             self.set_status(f"{self.job} is still running (escape cancels)", error=True)
-            return
+            return None
+        run = self.run
         if run is None:
-            self.set_status("no run with an adapter to evaluate: train one first", error=True)
+            self.set_status(missing_run, error=True)
+        return run
+
+    def action_evaluate(self) -> None:
+        run = self._run_for_job("no run with an adapter to evaluate: train one first")
+        if run is None:
             return
         try:
             limit = self._positive_int("limit", "Limit", allow_empty=True)
@@ -227,14 +233,10 @@ class EvaluateScreen(Screen):
                     f"evaluating {run.run_id} on {split}…")
 
     def action_export(self) -> None:
-        run = self.run
-        out = self.query_one("#export-out", Input).value.strip()
-        if self.job is not None:
-            self.set_status(f"{self.job} is still running (escape cancels)", error=True)
-            return
+        run = self._run_for_job("no run with an adapter to export")
         if run is None:
-            self.set_status("no run with an adapter to export", error=True)
             return
+        out = self.query_one("#export-out", Input).value.strip()
         if not out:
             self.set_status("type the export directory in 'Export to' first", error=True)
             self.query_one("#export-out", Input).focus()
