@@ -96,9 +96,10 @@ def decode_text(data: bytes, name: str) -> tuple[str, str]:
     )
 
 
-def _bad(source: SourceData, location: int, message: str, skip_bad: bool) -> None:
+def reject_row(source: SourceData, location: int, message: str, skip_bad: bool) -> None:
+    """A bad row: a one-line UserError, or with skip_bad noted in `source.bad_rows` for the report."""
     if not skip_bad:
-        raise UserError(f"{source.path.name} {source.unit} {location}: {message} (--skip-bad skips such rows)")
+        raise UserError(f"{source.path.name} {source.unit} {location}: {message} (--skip-bad skips such rows)") from None
     source.bad_rows.append(BadRow(f"{source.unit} {location}", message))
 
 
@@ -111,10 +112,10 @@ def _read_jsonl(path: Path, text: str, source: SourceData, skip_bad: bool) -> No
         try:
             record = loads(line)
         except json.JSONDecodeError as error:
-            _bad(source, number, f"invalid JSON ({error.msg} at column {error.colno})", skip_bad)
+            reject_row(source, number, f"invalid JSON ({error.msg} at column {error.colno})", skip_bad)
             continue
         if not isinstance(record, dict):
-            _bad(source, number, f"expected a JSON object, got {type(record).__name__}", skip_bad)
+            reject_row(source, number, f"expected a JSON object, got {type(record).__name__}", skip_bad)
             continue
         records.append(record)
         locations.append(number)
@@ -167,7 +168,7 @@ def _read_csv(path: Path, text: str, source: SourceData, delimiter: str, skip_ba
     try:
         for values in reader:
             if values and len(values) != len(header):
-                _bad(source, start, f"expected {len(header)} fields, got {len(values)}", skip_bad)
+                reject_row(source, start, f"expected {len(header)} fields, got {len(values)}", skip_bad)
             elif values:
                 source.records.append(dict(zip(header, values)))
                 source.locations.append(start)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.core.data.formats import BadRow, SourceData, read_source
+from workbench.core.data.formats import BadRow, SourceData, read_source, reject_row
 from workbench.core.data.schema import Conversation, Mapping, RowError, detect_mapping, normalize
 from workbench.core.errors import UserError
 
@@ -113,9 +113,7 @@ def _prepare(path, mapping, skip_bad, system_prompt, stratify) -> Prepared:
         try:
             messages = normalize(record, resolved)
         except RowError as error:
-            if not skip_bad:
-                raise UserError(f"{name} {source.unit} {location}: {error} (--skip-bad skips such rows)") from None
-            source.bad_rows.append(BadRow(f"{source.unit} {location}", str(error)))
+            reject_row(source, location, str(error), skip_bad)
             continue
         if not messages[-1][1]:
             prepared.empty_response.append(f"{source.unit} {location}")
