@@ -66,7 +66,9 @@ class RunsScreen(Screen):
 
     def on_mount(self) -> None:
         self.action_refresh()
-        self.set_interval(REFRESH_S, self.action_refresh)
+        # Screens of other modes stay mounted: refresh on the timer only while this one is shown
+        # (on_screen_resume refreshes on return).
+        self.set_interval(REFRESH_S, lambda: self.is_current and self.action_refresh())
 
     def on_screen_resume(self) -> None:
         self.action_refresh()
