@@ -104,7 +104,9 @@ async def test_runs_screen_lists_opens_compares_and_deletes(workspace):
 
         await pilot.press("space", "down", "space", "c")
         await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), what="the comparison")
-        lines = app.screen.query_one(MetricChart).lines
+        chart = app.screen.query_one(MetricChart)
+        await wait_until(pilot, lambda: chart.lines, what="the compared runs' lines")
+        lines = chart.lines
         assert sorted(lines) == ["1:eval", "1:train", "2:eval", "2:train"]
         assert {len(lines["1:train"][0]), len(lines["2:train"][0])} == {60, 30}
         await pilot.press("escape")

@@ -186,6 +186,10 @@ class CompareScreen(ModalScreen[None]):
             yield MetricChart("loss", id="compare-chart")
 
     def on_mount(self) -> None:
+        self.run_worker(self._load, thread=True, exclusive=True, group="compare")
+
+    def _load(self) -> None:
+        """Thread worker: read both runs' events.jsonl off the event loop."""
         lines = {}
         for index, run in enumerate(self.runs, start=1):
             events = read_events(run.events_path)
@@ -193,6 +197,10 @@ class CompareScreen(ModalScreen[None]):
                 points = [(e["step"], e[field]) for e in events
                           if e["type"] == kind and isinstance(e.get(field), (int, float))]
                 lines[f"{index}:{label}"] = ([p[0] for p in points], [p[1] for p in points])
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show, lines)
+
+    def _show(self, lines: dict) -> None:
         self.query_one("#compare-chart").set_lines(lines)
 
     def action_close(self) -> None:
