@@ -67,3 +67,30 @@ def test_two_process_ddp_run_logs_once_stops_saves_once_and_resumes(workspace, t
     assert [e["step"] for e in resumed] == [2, 3, 4]
     # warmup_steps=2 then decay: the restored scheduler continues where step 1 left it.
     assert [e["lr"] for e in resumed] == pytest.approx([0.005, 0.01, 0.005])
+
+
+def test_a_non_zero_rank_joins_the_vram_gather_and_writes_nothing(workspace, tiny_llama, tiny_split, monkeypatch):
+    """On CUDA the step log gathers every GPU's VRAM: a rank without the event callback would leave rank 0
+    waiting in that collective."""
+    from transformers import TrainerControl, TrainerState
+
+    from workbench.engine.build import build_trainer
+    from workbench.engine.callbacks import EventCallback, GpuProbe
+    from workbench.engine.session import TrainingSession
+
+    config = resolve_config(workspace, "llama-lora", str(tiny_split), str(tiny_llama), FAST, MAX_STEPS)
+    run = create_run(workspace, config, "run-rank-1")
+    trainer = build_trainer(config, workspace, TrainingSession(run, is_main=False))
+    [callback] = [c for c in trainer.callback_handler.callbacks if isinstance(c, EventCallback)]
+    gathered = []
+
+    def gather(probe) -> dict:
+        gathered.append(probe)
+        return {}
+
+    monkeypatch.setattr(GpuProbe, "sample_all_ranks", gather)
+    state = TrainerState(max_steps=MAX_STEPS, global_step=1, is_world_process_zero=False)
+    callback.on_train_begin(trainer.args, state, TrainerControl())
+    callback.on_log(trainer.args, state, TrainerControl(), logs={"loss": 1.0})
+    assert gathered == [callback.gpu]
+    assert not run.events_path.exists()

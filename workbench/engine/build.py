@@ -171,12 +171,12 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
         f"padding-free {'on' if padding_free else 'off'}"
         f"{' (per-example attention)' if per_example_attention else ''}, "
         f"LM head on {'labelled positions only' if compact_head else 'every position'}, {len(train)} training rows")
-    if session.writer is not None:
-        trainer.add_callback(EventCallback(run, session.writer, {
-            "run_id": run.run_id, "pid": os.getpid(), "model": config.model.name_or_path, "method": config.method,
-            "device": describe_device(), "trainable_params": trainable, "all_params": total, "precision": precision,
-            "world_size": args.world_size,
-            "resumed_from_step": int(session.resume_from.name.rsplit("-", 1)[1]) if session.resume_from else None,
-        }))
+    # On every rank: its step logging gathers each GPU's VRAM, a collective all ranks must join.
+    trainer.add_callback(EventCallback(run, session.writer, {
+        "run_id": run.run_id, "pid": os.getpid(), "model": config.model.name_or_path, "method": config.method,
+        "device": describe_device(), "trainable_params": trainable, "all_params": total, "precision": precision,
+        "world_size": args.world_size,
+        "resumed_from_step": int(session.resume_from.name.rsplit("-", 1)[1]) if session.resume_from else None,
+    }))
     trainer.add_callback(ControlCallback(run, session.writer, session))
     return trainer

@@ -68,9 +68,10 @@ class GpuProbe:
 
 
 class EventCallback(TrainerCallback):
-    """Appends start/step/eval/checkpoint events (rank 0 only) and marks complete checkpoints."""
+    """Appends start/step/eval/checkpoint events and marks complete checkpoints, on rank 0 (the only rank with
+    a writer); the other ranks take part in the VRAM gather only."""
 
-    def __init__(self, run: RunDir, writer: EventWriter, start_fields: dict):
+    def __init__(self, run: RunDir, writer: EventWriter | None, start_fields: dict):
         self.run = run
         self.writer = writer
         self.start_fields = start_fields
