@@ -70,7 +70,6 @@ class EvaluateScreen(Screen):
         self.client: JobClient | None = None
         self.job: str | None = None  # "eval" | "export" while a child process runs
         self.job_outcome: str | None = None  # the first error or a cancel; later messages do not overwrite it
-        self.metrics: dict[str, Any] | None = None
         self.predictions: list[dict[str, Any]] = []
 
     def compose(self) -> ComposeResult:
@@ -122,12 +121,13 @@ class EvaluateScreen(Screen):
         select = self.query_one("#run", Select)
         run_ids = [run.run_id for run in runs_with_adapter(self.app.workspace)]
         previous = select.value
-        select.set_options([(run_id, run_id) for run_id in run_ids])
         preferred = getattr(self.app, "current_run_id", None)
-        for candidate in (previous, preferred, run_ids[0] if run_ids else None):
-            if candidate in run_ids:
-                select.value = candidate
-                break
+        with self.prevent(Select.Changed):  # one reload below, not one per option reset and value set
+            select.set_options([(run_id, run_id) for run_id in run_ids])
+            for candidate in (previous, preferred, run_ids[0] if run_ids else None):
+                if candidate in run_ids:
+                    select.value = candidate
+                    break
         self.show_stored_results()
 
     @property
@@ -158,7 +158,7 @@ class EvaluateScreen(Screen):
                             f"ctrl+o: report path")
 
     def show_results(self, metrics: dict[str, Any] | None, predictions: list[dict[str, Any]]) -> None:
-        self.metrics, self.predictions = metrics, predictions
+        self.predictions = predictions
         table = self.query_one("#metrics", DataTable)
         table.clear()
         if metrics:

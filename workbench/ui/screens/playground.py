@@ -331,13 +331,14 @@ class PlaygroundScreen(Screen):
         choices = list_adapter_choices(self.app.workspace)
         left, right = self.query_one("#target-left", Select), self.query_one("#target-right", Select)
         previous = (left.value, right.value)
-        left.set_options([(BASE, BASE), *choices])
-        right.set_options([(NONE, NONE), (BASE, BASE), *choices])
         values = {v for _, v in choices} | {BASE, NONE}
-        if not initial and previous[0] in values:
-            left.value, right.value = previous[0], previous[1] if previous[1] in values else NONE
-        elif choices:
-            left.value, right.value = choices[0][1], BASE
+        with self.prevent(Select.Changed):  # one sync below, not one per option reset and value set
+            left.set_options([(BASE, BASE), *choices])
+            right.set_options([(NONE, NONE), (BASE, BASE), *choices])
+            if not initial and previous[0] in values:
+                left.value, right.value = previous[0], previous[1] if previous[1] in values else NONE
+            elif choices:
+                left.value, right.value = choices[0][1], BASE
         self._sync_model()
 
     @on(Select.Changed, "#target-left")
