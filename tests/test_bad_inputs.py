@@ -113,6 +113,8 @@ def tree(tmp_path_factory) -> dict[str, Path]:
         else:
             (presets / name).write_text(text, encoding="utf-8")
     (presets / "good.yaml").write_text(f"model:\n  name_or_path: {model}\n", encoding="utf-8")
+    # A saved run.yaml the trainer cannot run (an encoder-decoder task): refused before a run dir is made.
+    (root / "seq2seq_run.yaml").write_text(yaml.safe_dump({**config, "task": "seq2seq"}), encoding="utf-8")
 
     export_full = root / "export_full"
     export_full.mkdir()
@@ -262,6 +264,8 @@ CASES = [
      "run id 'done' already exists"),
     ("train-config-missing", ["train", "--config", "{root}/nope.yaml"], "nope.yaml: no such file"),
     ("train-config-invalid", ["train", "--config", "{presets}/unknown_field.yaml"], "lora.rank: unknown field"),
+    ("train-config-seq2seq", ["train", "--config", "{root}/seq2seq_run.yaml"],
+     "task seq2seq (encoder-decoder) is not trainable yet"),
     # -- runs -----------------------------------------------------------------------------------------
     ("runs-show-unknown", ["runs", "show", "ghost"], "no run 'ghost'"),
     ("runs-show-escape", ["runs", "show", "../ws"], "invalid run id '../ws'"),

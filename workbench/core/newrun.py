@@ -47,9 +47,7 @@ def resolve_config(
         layer.setdefault("training", {})["max_steps"] = max_steps
     merged = apply_overrides(deep_merge(chosen.data, layer), overrides or [])
     config = validate_config(merged, "--set" if overrides else str(chosen.path))
-    if config.task == "seq2seq":
-        raise UserError(f"preset {chosen.name}: task seq2seq (encoder-decoder) is not trainable yet; the trainer "
-                        "fine-tunes causal language models (use a llama/qwen/gemma/mistral/gpt2/gpt-neox preset)")
+    check_trainable(config)  # early, for the New-run review; create_run checks again
     for section_file in (config.data.train_file, config.data.val_file, config.data.test_file):
         if section_file and Path(section_file).name != section_file:
             raise UserError(f"data file {section_file!r}: must be a file name inside the dataset directory")
@@ -57,11 +55,20 @@ def resolve_config(
     return config
 
 
+def check_trainable(config: RunConfig) -> None:
+    """The refusal of a config the trainer cannot run: every new run (a preset or `train --config`) passes here."""
+    if config.task == "seq2seq":
+        where = f"preset {config.preset}: " if config.preset else ""
+        raise UserError(f"{where}task seq2seq (encoder-decoder) is not trainable yet; the trainer fine-tunes "
+                        "causal language models (use a llama/qwen/gemma/mistral/gpt2/gpt-neox preset)")
+
+
 def create_run(workspace: Workspace, config: RunConfig, run_id: str | None = None) -> RunDir:
     run_id = check_name(run_id, "run id") if run_id else new_run_id()
     run = RunDir(workspace.run_dir(run_id))
     if run.path.exists():
         raise UserError(f"run id {run_id!r} already exists in {workspace.runs}")
+    check_trainable(config)
     distributed.check_here(config)  # a multi-GPU setup this machine cannot run is refused before any write
     run.path.mkdir(parents=True)
     atomic.write_yaml(run.config_path, config_to_dict(config))
