@@ -100,9 +100,10 @@ def test_list_with_model_puts_its_family_first(workspace, tmp_path):
     model_dir = tmp_path / "polyglot"
     model_dir.mkdir()
     (model_dir / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
-    names = [p.family for p in list_presets(workspace, model=str(model_dir))]
+    names = [p.family for p in list_presets(workspace, detect_family(str(model_dir), workspace))]
     assert names[0] == "gpt_neox" and names[: names.count("gpt_neox")] == ["gpt_neox"] * names.count("gpt_neox")
-    assert [p.family for p in list_presets(workspace, model="Qwen/Qwen3-4B-Instruct-2507")][0] == "qwen"
+    qwen = detect_family("Qwen/Qwen3-4B-Instruct-2507", workspace)
+    assert [p.family for p in list_presets(workspace, qwen)][0] == "qwen"
     default_order = [p.family for p in list_presets(workspace)]
     assert default_order[0] == "llama"
 

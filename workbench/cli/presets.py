@@ -47,8 +47,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     from workbench.core.presets import list_presets
 
     workspace = _workspace(args)
-    presets = list_presets(workspace, model=args.model)
     family = detect_family(args.model, workspace) if args.model else None
+    presets = list_presets(workspace, family)
     if args.json:
         print_json([
             {"name": p.name, "family": p.family, "method": p.method, "builtin": p.builtin, "path": str(p.path),

@@ -13,7 +13,7 @@ from typing import Any
 from workbench.core import atomic
 from workbench.core.config import RunConfig, load_yaml_mapping, validate_config
 from workbench.core.errors import UserError
-from workbench.core.family import FAMILIES, Family, detect_family
+from workbench.core.family import FAMILIES, Family
 from workbench.core.workspace import Workspace, check_name
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "presets"
@@ -43,13 +43,17 @@ class Preset:
         return validate_config(self.data, str(self.path))
 
 
+def _check_family(data: dict[str, Any], path: Path) -> None:
+    family = data.get("family")
+    if family is not None and family not in FAMILIES:
+        raise UserError(f"{path}: family: unknown family {family!r} (known: {', '.join(FAMILIES)})")
+
+
 def _read(path: Path, builtin: bool) -> Preset:
     data = load_yaml_mapping(path)
     preset = Preset(path.stem, path, data, builtin)
     preset.resolve()
-    family = data.get("family")
-    if family is not None and family not in FAMILIES:
-        raise UserError(f"{path}: family: unknown family {family!r} (known: {', '.join(FAMILIES)})")
+    _check_family(data, path)
     return preset
 
 
@@ -76,16 +80,14 @@ def load_preset(name: str, workspace: Workspace | None) -> Preset:
     return _read(path, builtin)
 
 
-def list_presets(workspace: Workspace | None, model: str | None = None) -> list[Preset]:
-    """All presets, grouped by family in FAMILIES order; with `model`, its family's presets come first.
-    Within a family and method the user's own presets come before the built-ins."""
+def list_presets(workspace: Workspace | None, family: Family | None = None) -> list[Preset]:
+    """All presets, grouped by family in FAMILIES order; with `family` (a model's, from detect_family), that
+    family's presets come first. Within a family and method the user's own presets come before the built-ins."""
     presets = [_read(path, builtin) for path, builtin in preset_files(workspace).values()]
     order = list(FAMILIES)
-    if model is not None and workspace is not None:
-        family = detect_family(model, workspace)
-        if family is not None:
-            order.remove(family.name)
-            order.insert(0, family.name)
+    if family is not None:
+        order.remove(family.name)
+        order.insert(0, family.name)
 
     def rank(preset: Preset) -> tuple[int, int, bool, str]:
         family_rank = order.index(preset.family) if preset.family in order else len(order)
@@ -97,10 +99,9 @@ def list_presets(workspace: Workspace | None, model: str | None = None) -> list[
 _METHOD_ORDER = {"lora": 0, "qlora": 1, "dora": 2, "qdora": 3, "rslora": 4}
 
 
-def family_default_name(family: Family | str) -> str:
+def family_default_name(family: str) -> str:
     """The family's plain LoRA preset, which the others are compared with (e.g. 'gpt-neox-lora')."""
-    name = family.name if isinstance(family, Family) else family
-    return f"{name.replace('_', '-')}-lora"
+    return f"{family.replace('_', '-')}-lora"
 
 
 def family_default(preset: Preset) -> Preset | None:
@@ -116,9 +117,7 @@ def save_user_preset(workspace: Workspace, name: str, data: dict[str, Any]) -> P
     check_name(name, "preset name")
     path = workspace.presets / f"{name}.yaml"
     validate_config(data, str(path))
-    family = data.get("family")
-    if family is not None and family not in FAMILIES:
-        raise UserError(f"{path}: family: unknown family {family!r} (known: {', '.join(FAMILIES)})")
+    _check_family(data, path)
     clean = {key: value for key, value in data.items() if key != "preset"}
     atomic.write_yaml(path, clean)
     return Preset(name, path, clean, builtin=False)
