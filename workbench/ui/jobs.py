@@ -21,8 +21,10 @@ class JobClient(Protocol):
 
 
 def start_job(module: str, args: list[str], log_path: Path) -> JobClient:
+    """`python -m module args`, its stderr appended to log_path (the log's directory is created)."""
     from workbench.core.jsonproc import JsonLineProcess
 
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     return JsonLineProcess(module, args, log_path=log_path)
 
 

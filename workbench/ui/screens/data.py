@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.cells import cell_len
 from rich.text import Text
@@ -24,6 +24,7 @@ from textual.widgets import Button, DataTable, Header, Input, Label, Static, Tab
 
 from workbench.core.errors import UserError
 from workbench.core.models import DEFAULT_MODEL
+from workbench.ui.jobs import JobClient, start_job
 from workbench.ui.widgets.footer import KeysFooter
 
 if TYPE_CHECKING:
@@ -35,19 +36,9 @@ PREVIEW_ROWS = 200
 BAR_WIDTH = 36
 
 
-class JobClient(Protocol):
-    def messages(self) -> Iterator[dict[str, Any]]: ...
-
-    def close(self) -> None: ...
-
-
 def start_conversion(spec: str, workspace_root: Path) -> JobClient:
-    from workbench.core.jsonproc import JsonLineProcess
-
-    logs = workspace_root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    return JsonLineProcess("workbench.engine.models", ["--materialize", spec, "--workspace", str(workspace_root)],
-                           log_path=logs / "convert-model.log")
+    return start_job("workbench.engine.models", ["--materialize", spec, "--workspace", str(workspace_root)],
+                     workspace_root / "logs" / "convert-model.log")
 
 
 class PathSuggester(Suggester):

@@ -9,7 +9,7 @@ adapters on it. Answers can be rated (+/-) or edited (enter) into the workspace'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Protocol, cast
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -30,29 +30,23 @@ from workbench.core.generation import (
     validate_params,
 )
 from workbench.core.models import DEFAULT_MODEL
+from workbench.ui.jobs import JobClient, start_job
 from workbench.ui.widgets.footer import KeysFooter
 
 NONE = "none"  # the second pane's "no comparison"
 PANES = ("left", "right")
 
 
-class GenerationClient(Protocol):
-    """What the screen needs from the worker: core.jsonproc.JsonLineProcess, or a stub in tests."""
+class GenerationClient(JobClient, Protocol):
+    """A job the screen also writes requests to."""
 
     def send(self, message: dict[str, Any]) -> None: ...
 
-    def messages(self) -> Iterator[dict[str, Any]]: ...
-
-    def close(self) -> None: ...
-
 
 def start_worker(workspace) -> GenerationClient:
-    from workbench.core.jsonproc import JsonLineProcess
-
-    logs = workspace.root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    return JsonLineProcess("workbench.engine.generate", ["--workspace", str(workspace.root)],
-                           log_path=logs / "playground-worker.log")
+    job = start_job("workbench.engine.generate", ["--workspace", str(workspace.root)],
+                    workspace.root / "logs" / "playground-worker.log")
+    return cast(GenerationClient, job)  # a JsonLineProcess, which has send
 
 
 # -- messages from the reader thread ---------------------------------------------------------------

@@ -93,9 +93,7 @@ class SystemScreen(Screen):
 
     @property
     def logs(self) -> Path:
-        logs = self.app.workspace.root / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        return logs
+        return self.app.workspace.root / "logs"  # start_job creates it
 
     # -- environment --------------------------------------------------------------------------
     def action_refresh_report(self) -> None:
