@@ -71,6 +71,7 @@ def _short(text: str, width: int) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from workbench.core.config import deep_merge, validate_config  # pydantic: not for --help or the TUI
+    from workbench.core.distributed import smallest_gpu_in_use
     from workbench.core.memory import detect_gpus, estimate_run
     from workbench.core.presets import differences, family_default, load_preset
 
@@ -82,7 +83,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     diff = differences(config, default.resolve() if default else None)
     gpus = detect_gpus()
     try:
-        estimate = estimate_run(config, workspace, gpus[0] if gpus else None, reference_if_other_family=not args.model)
+        estimate = estimate_run(config, workspace, smallest_gpu_in_use(config, gpus),
+                                reference_if_other_family=not args.model)
         estimate_error = None
     except UserError as error:
         estimate, estimate_error = None, str(error)
