@@ -13,11 +13,11 @@ import struct
 import sys
 import termios
 import threading
-import time
 from pathlib import Path
 
 import yaml
 
+import tui_helpers
 from engine_helpers import wait_for_end, wait_until
 from tui_helpers import PRESET, prepare_workspace
 from workbench.core.events import read_events
@@ -132,9 +132,7 @@ async def test_hanging_up_the_tui_leaves_the_trainer_running_to_completion(works
     app = WorkbenchApp(workspace, initial_mode="runs")
     async with app.run_test(size=(COLUMNS, ROWS)) as pilot:
         table = app.screen.query_one("#runs")
-        deadline = time.monotonic() + 30
-        while table.row_count < 1:
-            assert time.monotonic() < deadline, "the Runs screen listed nothing"
-            await pilot.pause(0.05)
+        await tui_helpers.wait_until(pilot, lambda: table.row_count >= 1, timeout=30,
+                                     what="the Runs screen's first row")
         row = table.get_row_at(0)
     assert row[1] == run.run_id and row[2] == "completed"

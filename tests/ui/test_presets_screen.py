@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import yaml
 from textual.app import App
 from textual.widgets import DataTable, Input, Label, OptionList, Static
 
+from tui_helpers import wait_until
 from workbench.core.presets import list_presets
 from workbench.ui.screens.presets import PresetsScreen
 
@@ -26,13 +25,6 @@ class PresetsApp(App):
         self.started.append(preset_name)
 
 
-async def _wait_for(pilot, condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await pilot.pause(0.02)
-
-
 def _title(app) -> str:
     return str(app.screen.query_one("#title", Label).render())
 
@@ -46,7 +38,7 @@ async def test_stepping_through_presets_and_families(workspace):
     names = [p.name for p in list_presets(workspace)]
     app = PresetsApp(workspace)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _wait_for(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.current)
+        await wait_until(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.current, timeout=5.0)
         screen = app.screen
         assert screen.current == names[0] == "llama-lora"
         await pilot.press("right_square_bracket")
@@ -71,7 +63,7 @@ async def test_stepping_through_presets_and_families(workspace):
 async def test_editing_refuses_a_bad_value_and_updates_the_estimate(workspace):
     app = PresetsApp(workspace)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _wait_for(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.current)
+        await wait_until(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.current, timeout=5.0)
         screen = app.screen
         memory_before = str(screen.query_one("#memory", Static).render())
         table = screen.query_one("#fields", DataTable)
@@ -82,13 +74,13 @@ async def test_editing_refuses_a_bad_value_and_updates_the_estimate(workspace):
         assert editor.has_focus and editor.value == "16"
         editor.value = ""
         await pilot.press("0")  # r must be >= 1: refused inline, as typed
-        await _wait_for(pilot, lambda: "lora.r" in str(screen.query_one("#edit-error", Static).render()))
+        await wait_until(pilot, lambda: "lora.r" in str(screen.query_one("#edit-error", Static).render()), timeout=5.0)
         assert editor.has_class("-invalid")
         await pilot.press("enter")  # submitting the bad value changes nothing
         assert screen.editing == "lora.r" and "llama-lora" not in screen.edits
         editor.value = ""
         await pilot.press("2", "5", "6")
-        await _wait_for(pilot, lambda: not editor.has_class("-invalid"))
+        await wait_until(pilot, lambda: not editor.has_class("-invalid"), timeout=5.0)
         await pilot.press("enter")
         assert screen.editing is None
         assert _row(app, "lora.r") == ("* r", "256  (default 16)")
@@ -108,7 +100,7 @@ async def test_editing_refuses_a_bad_value_and_updates_the_estimate(workspace):
 async def test_save_as_user_preset_and_start_a_run(workspace):
     app = PresetsApp(workspace)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _wait_for(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.current)
+        await wait_until(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.current, timeout=5.0)
         screen = app.screen
         table = screen.query_one("#fields", DataTable)
         table.focus()
@@ -128,7 +120,7 @@ async def test_save_as_user_preset_and_start_a_run(workspace):
         editor.value = "my-llama"
         await pilot.press("enter")
         saved = workspace.presets / "my-llama.yaml"
-        await _wait_for(pilot, lambda: screen.current == "my-llama")
+        await wait_until(pilot, lambda: screen.current == "my-llama", timeout=5.0)
         data = yaml.safe_load(saved.read_text())
         assert data["training"]["learning_rate"] == 5e-5 and data["family"] == "llama"
         assert "(user)" in str(screen.query_one("#preset-list", OptionList).highlighted_option.prompt)
@@ -141,9 +133,10 @@ async def test_a_broken_user_preset_is_reported_and_the_builtins_stay_usable(wor
     (workspace.presets / "broken.yaml").write_text("lora:\n  r: many\n")
     app = PresetsApp(workspace)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _wait_for(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.current)
+        await wait_until(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.current, timeout=5.0)
         assert app.screen.current == "llama-lora" and "broken" not in app.screen.presets
-        await _wait_for(pilot, lambda: any("broken.yaml: lora.r" in n.message for n in app._notifications))
+        await wait_until(pilot, lambda: any("broken.yaml: lora.r" in n.message for n in app._notifications),
+                         timeout=5.0)
 
 
 def _weights_gib(memory: str) -> float:
@@ -158,7 +151,8 @@ async def test_the_estimate_is_per_gpu_for_the_presets_distributed_settings(work
                                                          for i in range(4)])
     app = PresetsApp(workspace)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _wait_for(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.gpus is not None)
+        await wait_until(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.gpus is not None,
+                         timeout=5.0)
         screen = app.screen
 
         def shown() -> str:

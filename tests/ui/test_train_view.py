@@ -6,11 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+import engine_helpers
 from fake_trainer import MODEL, eval_loss, make_run, step_fields, write_history
 from tui_helpers import wait_until
 from workbench.core.runs import RunDir
@@ -24,10 +24,8 @@ FAKE_TRAINER = Path(__file__).resolve().parents[1] / "fake_trainer.py"
 
 def start_fake_trainer(run: RunDir, *args: str) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, str(FAKE_TRAINER), str(run.path), *args])
-    deadline = time.monotonic() + 15
-    while run.read_status().get("pid") != process.pid:
-        assert time.monotonic() < deadline, "fake trainer did not start"
-        time.sleep(0.02)
+    engine_helpers.wait_until(lambda: run.read_status().get("pid") == process.pid, 15, poll_s=0.02,
+                              what="the fake trainer to start")
     return process
 
 
