@@ -114,25 +114,19 @@ class RunDir:
 
     def state(self) -> str:
         """The effective state: a live state whose pid is gone reads `interrupted`."""
-        status = self.read_status()
-        state = status.get("state", "unknown")
-        if state == "starting" and status.get("pid") is None:
-            # The launcher wrote this before the child existed; the child records its pid within seconds.
-            started = status.get("started") or 0
-            return "starting" if time.time() - started < STARTUP_GRACE_S else "interrupted"
-        if state in ACTIVE_STATES and not pid_alive(status.get("pid")):
-            return "interrupted"
-        return state
+        return effective_state(self.read_status())
 
     def ended_without_end_event(self) -> bool:
         """True when the trainer is gone and no end event will come: it was killed (`interrupted`), or its
-        final status is older than END_EVENT_GRACE_S (the trainer writes status.json just before the event)."""
-        state = self.state()
+        final status is older than END_EVENT_GRACE_S (the trainer writes status.json just before the event).
+        Reads status.json once (follow_run asks every 0.2 s)."""
+        status = self.read_status()
+        state = effective_state(status)
         if state == "interrupted":
             return True
         if state not in FINAL_STATES:
             return False
-        finished = self.read_status().get("finished") or self.read_status().get("updated") or 0
+        finished = status.get("finished") or status.get("updated") or 0
         return time.time() - finished > END_EVENT_GRACE_S
 
     def is_active(self) -> bool:
@@ -204,7 +198,7 @@ class RunDir:
         last_time = events[-1].get("time") if events else status.get("updated")
         return {
             "run_id": self.run_id,
-            "state": self.state(),
+            "state": effective_state(status),
             "pid": status.get("pid"),
             "model": model.get("name_or_path"),
             "preset": config.get("preset"),
@@ -218,6 +212,18 @@ class RunDir:
             "error": (end or {}).get("error") or status.get("error"),
             "adapter": str(self.adapter_path) if (self.adapter_path / "adapter_config.json").exists() else None,
         }
+
+
+def effective_state(status: dict[str, Any]) -> str:
+    """The state of a status.json mapping as it stands now: a live state whose pid is gone reads `interrupted`."""
+    state = status.get("state", "unknown")
+    if state == "starting" and status.get("pid") is None:
+        # The launcher wrote this before the child existed; the child records its pid within seconds.
+        started = status.get("started") or 0
+        return "starting" if time.time() - started < STARTUP_GRACE_S else "interrupted"
+    if state in ACTIVE_STATES and not pid_alive(status.get("pid")):
+        return "interrupted"
+    return state
 
 
 def open_run(workspace: Workspace, run_id: str) -> RunDir:
