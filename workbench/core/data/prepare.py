@@ -41,8 +41,20 @@ class Prepared:
     def bad_rows(self) -> list[BadRow]:
         return self.source.bad_rows
 
+    def counts(self) -> dict[str, int]:
+        """What validation kept and dropped (the manifest's `validation`): no scan of the rows."""
+        return {
+            "rows_read": self.rows_read,
+            "bad_rows": len(self.bad_rows),
+            "empty_prompt": len(self.empty_prompt),
+            "empty_response": len(self.empty_response),
+            "duplicates_dropped": self.duplicates,
+            "usable_rows": len(self.rows),
+        }
+
     def report(self) -> dict[str, Any]:
-        """Counts and example locations, JSON-ready (the manifest and `data inspect --json` use it)."""
+        """The counts with example locations and what was read, JSON-ready (`data inspect --json`)."""
+        counts = self.counts()
         return {
             "source": str(self.source.path),
             "format": self.source.format,
@@ -52,15 +64,15 @@ class Prepared:
             "mapping": self.mapping.columns,
             "system_prompt": self.system_prompt,
             "stratify": self.stratify,
-            "rows_read": self.rows_read,
-            "bad_rows": len(self.bad_rows),
+            "rows_read": counts["rows_read"],
+            "bad_rows": counts["bad_rows"],
             "bad_row_examples": [f"{b.location}: {b.message}" for b in self.bad_rows[:_EXAMPLES]],
-            "empty_prompt": len(self.empty_prompt),
+            "empty_prompt": counts["empty_prompt"],
             "empty_prompt_examples": self.empty_prompt[:_EXAMPLES],
-            "empty_response": len(self.empty_response),
+            "empty_response": counts["empty_response"],
             "empty_response_examples": self.empty_response[:_EXAMPLES],
-            "duplicates_dropped": self.duplicates,
-            "usable_rows": len(self.rows),
+            "duplicates_dropped": counts["duplicates_dropped"],
+            "usable_rows": counts["usable_rows"],
             "multi_turn_rows": sum(1 for r in self.rows if sum(1 for m in r.messages if m[0] == "assistant") > 1),
         }
 

@@ -172,9 +172,7 @@ def split_dataset(prepared: Prepared, out: Path, ratios: tuple[float, float, flo
         "augment_templates": augment_templates,
         "counts": {name: len(rows) for name, rows in splits.items()},
         "files": {name: f"{name}.jsonl" for name in SPLITS},
-        "validation": {k: v for k, v in prepared.report().items()
-                       if k in ("rows_read", "bad_rows", "empty_prompt", "empty_response",
-                                "duplicates_dropped", "usable_rows")},
+        "validation": prepared.counts(),
         "token_stats": token_stats,
     }
     try:
