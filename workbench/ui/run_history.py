@@ -41,7 +41,6 @@ class Snapshot:
     end: dict[str, Any] | None
     first_time: float | None
     last_time: float | None
-    checkpoints: list[dict[str, Any]]
     logs: list[dict[str, Any]]
     events_seen: int
 
@@ -57,7 +56,6 @@ class RunHistory:
     end: dict[str, Any] | None = None
     first_time: float | None = None
     last_time: float | None = None
-    checkpoints: list[dict[str, Any]] = field(default_factory=list)
     logs: deque = field(default_factory=lambda: deque(maxlen=MAX_LOG_LINES))
     events_seen: int = 0
     version: int = 0
@@ -97,7 +95,6 @@ class RunHistory:
             self._append("eval_loss", event.get("step"), event.get("eval_loss"))
             self.logs.append({"level": "info", "message": f"eval @ {event.get('step')}: loss {_fmt(event.get('eval_loss'))}"})
         elif kind == "checkpoint":
-            self.checkpoints.append(event)
             self.logs.append({"level": "info", "message": f"checkpoint @ step {event.get('step')}"})
         elif kind == "log":
             self.logs.append({"level": event.get("level") or "info", "message": str(event.get("message"))})
@@ -108,18 +105,19 @@ class RunHistory:
                 message += f": {event['error']}"
             self.logs.append({"level": "error" if event.get("status") == "failed" else "info", "message": message})
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, series: bool = True) -> Snapshot:
+        """series=False leaves the chart series out (empty): the copy of up to MAX_POINTS per series is
+        for a chart redraw, not for the progress line."""
         with self._lock:
             return Snapshot(
                 version=self.version,
-                series={name: (list(xs), list(ys)) for name, (xs, ys) in self.series.items()},
+                series={name: (list(xs), list(ys)) for name, (xs, ys) in self.series.items()} if series else {},
                 start=dict(self.start),
                 last_step=dict(self.last_step),
                 last_eval=dict(self.last_eval),
                 end=dict(self.end) if self.end else None,
                 first_time=self.first_time,
                 last_time=self.last_time,
-                checkpoints=list(self.checkpoints),
                 logs=list(self.logs),
                 events_seen=self.events_seen,
             )

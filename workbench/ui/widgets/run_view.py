@@ -168,7 +168,7 @@ class RunView(Vertical):
         self.query_one("#logs").styles.height = self.log_lines + 1  # + the top border
         self._mark_shown_charts()
         if self.drawn_version >= 0:
-            self._draw_logs(self.history.snapshot())
+            self._draw_logs(self.history.snapshot(series=False))
 
     def _mark_shown_charts(self) -> None:
         for name in CHARTS:
@@ -228,7 +228,7 @@ class RunView(Vertical):
 
     def _tick_clock(self) -> None:
         if self.state in ACTIVE_STATES:
-            self._draw_progress(self.history.snapshot())
+            self._draw_progress(self.history.snapshot(series=False))
 
     # -- drawing --------------------------------------------------------------------------------
     def _show_text(self, selector: str, text: str, layout: bool = False) -> None:
@@ -240,12 +240,13 @@ class RunView(Vertical):
 
     def redraw(self) -> None:
         now = self._last_redraw = time.monotonic()
-        snap = self.history.snapshot()
+        snap = self.history.snapshot(series=False)
         self._estimate_rate(now, snap.events_seen)
         self._draw_progress(snap)
         self._draw_buttons()
         if snap.version == self.drawn_version:
             return
+        snap = self.history.snapshot()  # the series too (and whatever arrived since), for the charts
         self._draw_logs(snap)
         flooded = self.events_per_s > FLOOD_EVENTS_PER_S
         for chart in self.query(MetricChart):
