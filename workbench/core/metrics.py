@@ -65,16 +65,23 @@ def example_scores(prediction: str, reference: str, scorer=None) -> dict[str, fl
     return {**rouge_f1(prediction, reference, scorer), "exact_match": exact_match(prediction, reference)}
 
 
-def corpus_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
-    """Mean per-example ROUGE F1 and exact match, corpus BLEU and chrF (0-100, sacrebleu's scale)."""
+def scores_per_example(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
+    scorer = _scorer()
+    return [example_scores(p, r, scorer) for p, r in zip(predictions, references)]
+
+
+def corpus_scores(predictions: Sequence[str], references: Sequence[str],
+                  per_example: Sequence[dict[str, float]] | None = None) -> dict[str, Any]:
+    """Mean per-example ROUGE F1 and exact match (from `per_example` when the caller has them), corpus BLEU
+    and chrF (0-100, sacrebleu's scale)."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not references:
         return {name: None for name in (*ROUGE_TYPES, "exact_match", "bleu", "chrf")} | {"bleu_signature": None}
     from sacrebleu.metrics import BLEU, CHRF
 
-    scorer = _scorer()
-    per_example = [example_scores(p, r, scorer) for p, r in zip(predictions, references)]
+    if per_example is None:
+        per_example = scores_per_example(predictions, references)
     result: dict[str, Any] = {
         name: statistics.fmean(scores[name] for scores in per_example) for name in (*ROUGE_TYPES, "exact_match")
     }

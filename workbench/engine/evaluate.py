@@ -25,11 +25,12 @@ from workbench.core import atomic
 from workbench.core.config import RunConfig, load_run_config
 from workbench.core.errors import UserError
 from workbench.core.events import read_events
-from workbench.core.metrics import corpus_scores, example_scores
+from workbench.core.metrics import corpus_scores, scores_per_example
 from workbench.core.report import write_reports
 from workbench.core.runs import RunDir, open_run
 from workbench.core.workspace import Workspace
 from workbench.engine.protocol import emit, run_task
+from workbench.engine.sft_data import to_prompt_completion
 
 SPLITS = ("test", "val", "train")
 DEFAULT_MAX_NEW_TOKENS = 128
@@ -71,13 +72,6 @@ def read_examples(path: Path, limit: int | None) -> list[list[dict[str, str]]]:
     return examples
 
 
-def prompt_messages(messages: list[dict[str, str]], system_prompt: str | None) -> list[dict[str, str]]:
-    prompt = list(messages[:-1])
-    if system_prompt and prompt[0].get("role") != "system":
-        prompt.insert(0, {"role": "system", "content": system_prompt})
-    return prompt
-
-
 def render(tokenizer, messages: list[dict[str, str]], system_prompt: str | None) -> tuple[str, str]:
     """(prompt text ending where the answer starts, answer text including the end-of-turn marker).
 
@@ -85,7 +79,7 @@ def render(tokenizer, messages: list[dict[str, str]], system_prompt: str | None)
     one training used. A template that renders the history differently once the answer is appended
     (some strip reasoning or whitespace) falls back to the answer followed by EOS.
     """
-    prompt = prompt_messages(messages, system_prompt)
+    prompt = to_prompt_completion({"messages": messages}, system_prompt)["prompt"]  # as the trainer saw it
     prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     full_text = tokenizer.apply_chat_template(prompt + [messages[-1]], tokenize=False)
     if full_text.startswith(prompt_text):
@@ -149,21 +143,19 @@ def greedy_settings(tokenizer, pad_id: int) -> dict[str, Any]:
 def load_run_model(run: RunDir, config: RunConfig, workspace: Workspace):
     """Base + adapter exactly as trained (4-bit base for QLoRA), loaded straight onto the GPU if there is one."""
     import torch
-    from peft import PeftModel
 
-    from workbench.engine.models import compute_dtype, load_model, load_tokenizer, resolve_and_materialize
+    from workbench.engine.models import compute_dtype, load_adapter_model, load_tokenizer, resolve_and_materialize
 
     source = resolve_and_materialize(config.model.name_or_path, workspace, log=lambda m: emit("status", message=m))
     tokenizer = load_tokenizer(source, config.model)
     quantized = config.quantization.load_in_4bit or config.quantization.load_in_8bit
     if quantized:  # load_model places the 4-bit base itself
-        base = load_model(source, config.model, config.quantization)
+        model = load_adapter_model(run.adapter_path, source, config.model, config.quantization)
     elif torch.cuda.is_available():
-        base = load_model(source, config.model, dtype=compute_dtype(config.model.dtype),
-                          device_map={"": torch.cuda.current_device()})
+        model = load_adapter_model(run.adapter_path, source, config.model, dtype=compute_dtype(config.model.dtype),
+                                   device_map={"": torch.cuda.current_device()})
     else:
-        base = load_model(source, config.model)
-    model = PeftModel.from_pretrained(base, str(run.adapter_path))
+        model = load_adapter_model(run.adapter_path, source, config.model)
     model.eval()
     return model, tokenizer
 
@@ -208,8 +200,9 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
         nll_sum = sum(n for n, _ in result["nlls"])
         tokens = sum(c for _, c in result["nlls"])
         mean_nll = nll_sum / tokens
+        result["scores"] = scores_per_example(result["answers"], references)
         summary[phase] = {"perplexity": math.exp(mean_nll), "mean_nll": mean_nll, "answer_tokens": tokens,
-                          **corpus_scores(result["answers"], references)}
+                          **corpus_scores(result["answers"], references, result["scores"])}
     compared = ("perplexity", "mean_nll", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match")
     delta = {name: (summary["tuned"][name] - summary["base"][name])
              if summary["tuned"][name] is not None and summary["base"][name] is not None else None
@@ -241,8 +234,7 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
         }
         for phase in ("base", "tuned"):
             nll, count = results[phase]["nlls"][index]
-            record[f"{phase}_scores"] = {**example_scores(record[phase], record["reference"]),
-                                         "perplexity": math.exp(nll / count)}
+            record[f"{phase}_scores"] = {**results[phase]["scores"][index], "perplexity": math.exp(nll / count)}
         predictions.append(record)
 
     config_dict = config.model_dump(mode="json")

@@ -114,7 +114,7 @@ def export_run(run: RunDir, workspace: Workspace, out: Path, merge: bool = False
                log: Callable[[str], None] = print) -> dict[str, Any]:
     import torch
 
-    from workbench.engine.models import load_model, load_tokenizer, resolve_and_materialize
+    from workbench.engine.models import load_adapter_model, load_tokenizer, resolve_and_materialize
 
     started = time.monotonic()
     out = Path(out).expanduser().resolve()
@@ -128,12 +128,10 @@ def export_run(run: RunDir, workspace: Workspace, out: Path, merge: bool = False
     dtype = None
     try:
         if merge:
-            from peft import PeftModel
-
             dtype = merged_dtype(source, config)
             log(f"loading {config.model.name_or_path} in {dtype} (unquantized) and merging the adapter")
-            base = load_model(source, config.model, quantization=None, dtype=getattr(torch, dtype))
-            merged = PeftModel.from_pretrained(base, str(run.adapter_path)).merge_and_unload()
+            merged = load_adapter_model(run.adapter_path, source, config.model, dtype=getattr(torch, dtype))
+            merged = merged.merge_and_unload()
             merged.save_pretrained(staging, safe_serialization=True)
         else:
             for name in ADAPTER_FILES:

@@ -172,16 +172,13 @@ def load_for_config(config: RunConfig, workspace: Workspace, log=print, dtype: t
 
 
 def load_adapter_model(adapter_dir: str | os.PathLike, base_source: str, model_section: ModelSection,
-                       quantization: QuantizationSection | None = None, adapter_name: str = "default"):
-    """Base + adapter, the way the workbench's own tools (eval, playground, export) load a run."""
+                       quantization: QuantizationSection | None = None, dtype: torch.dtype | None = None,
+                       device_map=None):
+    """Base + adapter, the way eval and export load a run (load_model's arguments for the base)."""
     from peft import PeftModel
 
-    base = load_model(base_source, model_section, quantization)
-    return PeftModel.from_pretrained(base, str(adapter_dir), adapter_name=adapter_name)
-
-
-def run_base_source(config: RunConfig, workspace: Workspace, log=print) -> str:
-    return resolve_and_materialize(config.model.name_or_path, workspace, log=log)
+    base = load_model(base_source, model_section, quantization, dtype=dtype, device_map=device_map)
+    return PeftModel.from_pretrained(base, str(adapter_dir))
 
 
 def count_parameters(model) -> tuple[int, int]:
