@@ -79,8 +79,7 @@ class Playground:
         self.tokenizer = None
         self.model_spec: str | None = None
         self.model_identity: str | None = None
-        self.adapters: dict[str, dict[str, Any]] = {}
-        self.last_generation_config: GenerationConfig | None = None
+        self.adapters: set[str] = set()  # names loaded onto the base
 
     # -- loading ----------------------------------------------------------------------------------
     def load(self, model: str, adapters: list[dict[str, Any]], emit: Emit,
@@ -117,10 +116,9 @@ class Playground:
                 continue
             emit("progress", step=step, total=total, message=f"loading adapter {adapter['name']}")
             self._add_adapter(adapter["name"], adapter["path"])
-            self.adapters[adapter["name"]] = adapter
+            self.adapters.add(adapter["name"])
         emit("ready", model=self.model_spec, adapters=sorted(self.adapters), context=self.context_length(),
-             chat_template=bool(self.tokenizer.chat_template), device=str(self.device),
-             load_s=round(time.monotonic() - started, 3))
+             device=str(self.device), load_s=round(time.monotonic() - started, 3))
 
     def _add_adapter(self, name: str, path: str) -> None:
         from peft import PeftModel
@@ -171,8 +169,6 @@ class Playground:
             prefix = with_specials[:extra] if keeps_content else []  # the BOS a base model expects
             content = content if keeps_content else with_specials
             return left_truncate(prefix, content, [], budget)
-        if not self.tokenizer.chat_template:
-            raise UserError(f"model {self.model_spec} has no chat template: use raw mode for a base model")
         rendered = self.tokenizer.apply_chat_template(
             build_messages(prompt, system), tokenize=False, add_generation_prompt=True
         )
@@ -206,7 +202,6 @@ class Playground:
                  should_stop: Callable[[], bool], on_text: Callable[[str, int], None]) -> dict[str, Any]:
         """One pane. Returns its text and timings; `on_text(chunk, tokens_so_far)` streams as it goes."""
         config = self.generation_config(params)
-        self.last_generation_config = config
         ids = torch.tensor([input_ids], device=self.device)
         streamer = _CountingStreamer(self.tokenizer) if params.streams else None
         kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config,
