@@ -97,8 +97,7 @@ def analyse(model, rank: int = 16) -> dict[str, Any]:
     }
 
 
-def inspect_model(spec: str, workspace: Workspace, rank: int = 16, trust_remote_code: bool = False,
-                  log=print) -> dict[str, Any]:
+def inspect_model(spec: str, workspace: Workspace, rank: int = 16, log=print) -> dict[str, Any]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -108,12 +107,12 @@ def inspect_model(spec: str, workspace: Workspace, rank: int = 16, trust_remote_
         raise UserError(f"--rank {rank}: must be at least 1")
     source = resolve_and_materialize(spec, workspace, log=log)
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise UserError(f"model {spec!r}: cannot read its config: {str(error).splitlines()[0]}") from None
     try:
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     except ValueError as error:
         raise UserError(f"model {spec!r}: not a causal language model: {str(error).splitlines()[0]}") from None
     return {"model": spec, **analyse(model, rank)}
