@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -69,9 +69,6 @@ def validate_params(data: dict[str, Any], source: str = "generation parameters")
         return GenerationParams.model_validate(data)
     except ValidationError as error:
         raise UserError(format_validation_error(error, source)) from None
-
-
-PromptMode = Literal["chat", "raw"]
 
 
 def build_messages(prompt: str, system: str | None = None) -> list[dict[str, str]]:

@@ -103,7 +103,7 @@ def reject_row(source: SourceData, location: int, message: str, skip_bad: bool) 
     source.bad_rows.append(BadRow(f"{source.unit} {location}", message))
 
 
-def _read_jsonl(path: Path, text: str, source: SourceData, skip_bad: bool) -> None:
+def _read_jsonl(text: str, source: SourceData, skip_bad: bool) -> None:
     loads = json.loads
     records, locations = source.records, source.locations
     for number, line in enumerate(text.split("\n"), start=1):
@@ -127,7 +127,7 @@ def _read_json(path: Path, text: str, source: SourceData, skip_bad: bool) -> Non
     except json.JSONDecodeError as error:
         if error.msg == "Extra data" and text.lstrip().startswith("{"):  # JSON Lines saved as .json
             source.format, source.unit = "jsonl", "line"
-            _read_jsonl(path, text, source, skip_bad)
+            _read_jsonl(text, source, skip_bad)
             return
         raise UserError(f"{path.name} line {error.lineno}: invalid JSON ({error.msg} at column {error.colno})") from None
     if isinstance(data, dict):
@@ -235,7 +235,7 @@ def read_source(path: str | Path, skip_bad: bool = False) -> SourceData:
     unit = "item" if kind == "json" else "line"
     source = SourceData(path, kind, encoding, unit, [], [])
     if kind == "jsonl":
-        _read_jsonl(path, text, source, skip_bad)
+        _read_jsonl(text, source, skip_bad)
     elif kind == "json":
         _read_json(path, text, source, skip_bad)
     else:

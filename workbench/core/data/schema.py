@@ -4,7 +4,7 @@ columns and overridable by a mapping, all normalized to one conversation: a tupl
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from workbench.core.errors import UserError
@@ -61,9 +61,6 @@ class Mapping:
 
     def describe(self) -> str:
         return ",".join([f"schema={self.schema}", *(f"{k}={v}" for k, v in self.columns.items())])
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _find(columns: list[str], field: str) -> str | None:
