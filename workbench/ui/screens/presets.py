@@ -219,14 +219,14 @@ class PresetsScreen(Screen):
         source = "built-in" if preset.builtin else "user"
         self.query_one("#title", Label).update(f"{name} ({preset.method}, {source}){modified}")
         self.query_one("#description", Static).update(self.data_of(name).get("description") or "")
-        self.refresh_fields()
-        self.refresh_memory()
+        config = self.config_of(name)  # validated once for both
+        self.refresh_fields(config)
+        self.refresh_memory(config)
 
-    def refresh_fields(self) -> None:
+    def refresh_fields(self, config: RunConfig) -> None:
         table = self.query_one("#fields", DataTable)
         row = table.cursor_row
         table.clear()
-        config = self.config_of(self.current)
         default = family_default(self.presets[self.current])
         changed = differences(config, default.resolve() if default else None)
         section = None
@@ -246,7 +246,7 @@ class PresetsScreen(Screen):
         if row:
             table.move_cursor(row=min(row, table.row_count - 1))
 
-    def refresh_memory(self) -> None:
+    def refresh_memory(self, config: RunConfig | None = None) -> None:
         from workbench.core import distributed
         from workbench.core.memory import estimate_run
 
@@ -254,7 +254,8 @@ class PresetsScreen(Screen):
         if self.current is None:
             memory.update("")
             return
-        config = self.config_of(self.current)
+        if config is None:  # GPUs detected: the shown preset's
+            config = self.config_of(self.current)
         gpus = self.gpus or []
         try:
             estimate = estimate_run(config, self.app.workspace, distributed.smallest_gpu_in_use(config, gpus),
