@@ -19,8 +19,7 @@ class FakeWorker:
     """Answers like workbench.engine.generate: progress + ready on load, streamed panes on generate.
     A prompt containing 'long' streams one token and then waits for a cancel."""
 
-    def __init__(self, chat_template: bool = True):
-        self.chat_template = chat_template
+    def __init__(self):
         self.sent: list[dict] = []
         self.outbox: queue.Queue = queue.Queue()
         self.waiting_panes: list[dict] = []
@@ -33,7 +32,7 @@ class FakeWorker:
             for step, text in enumerate(["loading tokenizer", "loading model", *names], start=1):
                 self.outbox.put({"type": "progress", "step": step, "total": 2 + len(names), "message": text})
             self.outbox.put({"type": "ready", "model": message["model"], "adapters": names, "context": 512,
-                             "device": "cpu", "load_s": 0.1, "chat_template": self.chat_template})
+                             "device": "cpu", "load_s": 0.1})
         elif kind == "generate":
             for pane in message["panes"]:
                 self.outbox.put({"type": "pane_start", "pane": pane["pane"], "adapter": pane["adapter"],
@@ -210,14 +209,3 @@ async def test_typing_in_the_app_stays_in_the_prompt_and_starts_no_worker(worksp
         await pilot.pause()
         assert app.screen is screen and screen.query_one("#prompt").text == "grapes\ndtr"
         assert screen.client is None  # the worker (and torch) start only on the first load
-
-
-async def test_a_model_without_chat_template_switches_to_raw_mode(workspace):
-    worker = FakeWorker(chat_template=False)
-    app = PlaygroundApp(workspace, worker)
-    async with app.run_test(size=(80, 24)) as pilot:
-        screen = app.screen
-        assert screen.query_one("#raw").value is False
-        await pilot.press(*"Once upon a time", "ctrl+r")
-        await wait_until(pilot, lambda: not screen.generating and worker.of_type("generate"), what="generation")
-        assert worker.of_type("generate")[0]["raw"] is True and screen.query_one("#raw").value is True

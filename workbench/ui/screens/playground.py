@@ -495,12 +495,8 @@ class PlaygroundScreen(Screen):
         device = message.info.get("device", "?")
         self.set_status(f"loaded {message.info['model']} on {device} in {message.info.get('load_s', 0):.1f}s "
                         f"(context {message.info.get('context')})")
-        if not message.info.get("chat_template", True):
-            self.query_one("#raw", Checkbox).value = True  # a base model: continue the text as written
-            self.notify("this model has no chat template: raw mode")
         if self.pending_generate is not None:
             request, self.pending_generate = self.pending_generate, None
-            request["raw"] = request["raw"] or not message.info.get("chat_template", True)
             self._send(request)
             self.set_status("generating…")
 
