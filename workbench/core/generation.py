@@ -144,17 +144,18 @@ def adapter_from_dir(path: str | Path) -> AdapterTarget:
 def adapter_from_run(workspace: Workspace, run_id: str, checkpoint: int | None = None) -> AdapterTarget:
     run = open_run(workspace, run_id)
     model = load_run_config(run.config_path).model.name_or_path
+    complete = run.checkpoints()
+    steps = ", ".join(p.name.split("-")[1] for p in complete) or "none"
     if checkpoint is None:
         path, name = run.adapter_path, run.run_id
-        if not (path / "adapter_config.json").is_file():
-            steps = ", ".join(p.name.split("-")[1] for p in run.checkpoints()) or "none"
+        if not run.has_adapter:
             raise UserError(f"run {run_id} has no final adapter yet ({path}); use a checkpoint (complete: {steps})")
     else:
         path, name = run.checkpoints_path / f"checkpoint-{checkpoint}", f"{run.run_id}@{checkpoint}"
         _check_adapter_dir(path, f"run {run_id} checkpoint {checkpoint}")
-        if path not in run.checkpoints():  # no completion marker: its save was cut short, files may be torn
+        if path not in complete:  # no completion marker: its save was cut short, files may be torn
             raise UserError(f"run {run_id} checkpoint {checkpoint} is incomplete (its save was cut short); "
-                            f"complete: {', '.join(p.name.split('-')[1] for p in run.checkpoints()) or 'none'}")
+                            f"complete: {steps}")
     return AdapterTarget(adapter_name(name), path, model, run.run_id)
 
 
@@ -189,7 +190,7 @@ def list_adapter_choices(workspace: Workspace) -> list[tuple[str, str]]:
 
     choices = []
     for run in list_runs(workspace):
-        if (run.adapter_path / "adapter_config.json").is_file():
+        if run.has_adapter:
             choices.append((run.run_id, run.run_id))
         for checkpoint in run.checkpoints():
             step = checkpoint.name.split("-")[1]

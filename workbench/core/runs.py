@@ -88,6 +88,11 @@ class RunDir:
         return self.path / "adapter"
 
     @property
+    def has_adapter(self) -> bool:
+        """Whether the run's final adapter is there (training saves it last)."""
+        return (self.adapter_path / "adapter_config.json").is_file()
+
+    @property
     def tensorboard_path(self) -> Path:
         return self.path / "tensorboard"
 
@@ -210,7 +215,7 @@ class RunDir:
             "duration_s": (last_time - first_time) if first_time and last_time else None,
             "created": status.get("created"),
             "error": (end or {}).get("error") or status.get("error"),
-            "adapter": str(self.adapter_path) if (self.adapter_path / "adapter_config.json").exists() else None,
+            "adapter": str(self.adapter_path) if self.has_adapter else None,
         }
 
 
