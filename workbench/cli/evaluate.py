@@ -47,8 +47,7 @@ def check_request(workspace, run_id: str, split: str, limit: int | None, max_new
     if max_new_tokens < 1:
         raise UserError(f"--max-new-tokens {max_new_tokens}: must be at least 1")
     split_path(load_run_config(run.config_path), split, workspace)
-    if not run.has_adapter:
-        raise UserError(f"run {run_id} has no adapter yet ({run.adapter_path}); it is {run.state()}")
+    run.require_adapter()
     return run
 
 

@@ -92,6 +92,11 @@ class RunDir:
         """Whether the run's final adapter is there (training saves it last)."""
         return (self.adapter_path / "adapter_config.json").is_file()
 
+    def require_adapter(self) -> None:
+        """For the tools that need the final adapter (evaluate, export): one line saying why not."""
+        if not self.has_adapter:
+            raise UserError(f"run {self.run_id} has no adapter yet ({self.adapter_path}); it is {self.state()}")
+
     @property
     def tensorboard_path(self) -> Path:
         return self.path / "tensorboard"

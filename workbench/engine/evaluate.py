@@ -164,8 +164,7 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict[str, Any]:
     started = time.time()
     config = load_run_config(run.config_path)
-    if not (run.adapter_path / "adapter_config.json").exists():
-        raise UserError(f"run {run.run_id} has no adapter yet ({run.adapter_path}); it is {run.state()}")
+    run.require_adapter()
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit}: must be at least 1")
     if max_new_tokens < 1:

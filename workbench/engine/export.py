@@ -36,8 +36,7 @@ _DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 def check_export(run: RunDir, out: Path) -> None:
     """User mistakes found before any model is loaded."""
-    if not (run.adapter_path / "adapter_config.json").exists():
-        raise UserError(f"run {run.run_id} has no adapter yet ({run.adapter_path}); it is {run.state()}")
+    run.require_adapter()
     if not (run.adapter_path / "adapter_model.safetensors").exists():
         raise UserError(f"{run.adapter_path}: no adapter_model.safetensors (only safetensors adapters are exported)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

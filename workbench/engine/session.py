@@ -100,7 +100,7 @@ class TrainingSession:
             return
         message = _error_message(error)
         step = self.trainer.state.global_step if self.trainer is not None else 0
-        adapter = self.run.adapter_path if (self.run.adapter_path / "adapter_config.json").exists() else None
+        adapter = self.run.adapter_path if self.run.has_adapter else None
         self.run.write_status("failed", step=step, error=message, finished=time.time())
         self._emit("end", status="failed", step=step, adapter_path=str(adapter) if adapter else None, error=message)
 

@@ -29,7 +29,7 @@ _STAGES = [("base", "perplexity"), ("base", "generate"), ("tuned", "perplexity")
 
 
 def runs_with_adapter(workspace) -> list[RunDir]:
-    return [run for run in list_runs(workspace) if (run.adapter_path / "adapter_config.json").exists()]
+    return [run for run in list_runs(workspace) if run.has_adapter]
 
 
 def read_predictions(path: Path) -> list[dict[str, Any]]:
