@@ -126,14 +126,14 @@ def adapter_name(text: str) -> str:
     return text.replace(".", "_")
 
 
-def _check_adapter_dir(path: Path, what: str) -> None:
+def check_adapter_dir(path: Path, what: str) -> None:
     if not (path / "adapter_config.json").is_file():
         raise UserError(f"{what}: {path} has no adapter_config.json (not a PEFT adapter directory)")
 
 
 def adapter_from_dir(path: str | Path) -> AdapterTarget:
     path = Path(path).expanduser().resolve()
-    _check_adapter_dir(path, f"--adapter {path}")
+    check_adapter_dir(path, f"--adapter {path}")
     try:
         config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -152,7 +152,7 @@ def adapter_from_run(workspace: Workspace, run_id: str, checkpoint: int | None =
             raise UserError(f"run {run_id} has no final adapter yet ({path}); use a checkpoint (complete: {steps})")
     else:
         path, name = run.checkpoints_path / f"checkpoint-{checkpoint}", f"{run.run_id}@{checkpoint}"
-        _check_adapter_dir(path, f"run {run_id} checkpoint {checkpoint}")
+        check_adapter_dir(path, f"run {run_id} checkpoint {checkpoint}")
         if path not in complete:  # no completion marker: its save was cut short, files may be torn
             raise UserError(f"run {run_id} checkpoint {checkpoint} is incomplete (its save was cut short); "
                             f"complete: {steps}")
@@ -174,14 +174,19 @@ def choose_base_model(model: str | None, adapters: list[AdapterTarget], workspac
         if not known:
             raise UserError("--model is required (no run or adapter says which base model it was trained on)")
         model = known[0][1]
+    refuse_other_bases(model, [(adapter.name, base) for adapter, base in known], workspace)
+    return model
+
+
+def refuse_other_bases(model: str, adapter_bases: list[tuple[str, str]], workspace: Workspace) -> None:
+    """Both panes share one base model: refuse an adapter (name, base it was trained on) of another base."""
     wanted = base_identity(model, workspace)
-    for adapter, base in known:
+    for name, base in adapter_bases:
         if base_identity(base, workspace) != wanted:
             raise UserError(
-                f"adapter {adapter.name} was trained on {base!r}, not {model!r}: both panes share one base "
+                f"adapter {name} was trained on {base!r}, not {model!r}: both panes share one base "
                 f"model, so compare adapters of the same base"
             )
-    return model
 
 
 def list_adapter_choices(workspace: Workspace) -> list[tuple[str, str]]:

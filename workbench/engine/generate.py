@@ -35,7 +35,9 @@ from workbench.core.generation import (
     GenerationParams,
     base_identity,
     build_messages,
+    check_adapter_dir,
     left_truncate,
+    refuse_other_bases,
     split_around,
     validate_params,
 )
@@ -84,14 +86,9 @@ class Playground:
     # -- loading ----------------------------------------------------------------------------------
     def load(self, model: str, adapters: list[dict[str, Any]], emit: Emit,
              model_section: dict[str, Any] | None = None, quantization: dict[str, Any] | None = None) -> None:
+        refuse_other_bases(model, [(a["name"], a["base_model"]) for a in adapters if a.get("base_model")],
+                           self.workspace)
         identity = base_identity(model, self.workspace)
-        for adapter in adapters:
-            base = adapter.get("base_model")
-            if base and base_identity(base, self.workspace) != identity:
-                raise UserError(
-                    f"adapter {adapter['name']} was trained on {base!r}, not {model!r}: both panes share one base "
-                    f"model, so compare adapters of the same base"
-                )
         total = 2 + len(adapters)
         started = time.monotonic()
         if identity != self.model_identity:
@@ -123,8 +120,7 @@ class Playground:
     def _add_adapter(self, name: str, path: str) -> None:
         from peft import PeftModel
 
-        if not (Path(path) / "adapter_config.json").is_file():
-            raise UserError(f"adapter {name}: {path} has no adapter_config.json")
+        check_adapter_dir(Path(path), f"adapter {name}")
         if isinstance(self.model, PeftModel):
             self.model.load_adapter(path, adapter_name=name)
         else:
