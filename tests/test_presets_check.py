@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 
@@ -149,7 +150,10 @@ def test_activation_estimate_per_layer_matches_a_traced_forward(preset, model_ty
     config = validate_config({**data, "lora": {**data["lora"], "lora_dropout": 0.0},
                               "training": {**data.get("training", {}), "per_device_train_batch_size": 1,
                                            "max_length": 128, "gradient_checkpointing": False}}, preset)
-    measured = _saved_bytes_of_one_layer(model_type, sizes, config, 128)
+    # Storages are keyed by address, and a tensor saved by a side computation that is freed during the forward
+    # can have its address reused by a later saved tensor (DoRA has such): single traces differ by a tensor or
+    # two (+-4%), so the median of several is compared.
+    measured = statistics.median(_saved_bytes_of_one_layer(model_type, sizes, config, 128) for _ in range(7))
     shapes = {n: shape_from_config({"model_type": model_type, "num_hidden_layers": n, **sizes}) for n in (2, 3)}
     estimated = {n: estimate_memory(config, shapes[n]).activations_bytes for n in (2, 3)}
     assert estimated[3] - estimated[2] == pytest.approx(measured, rel=0.05)
