@@ -9,6 +9,7 @@ import pytest
 
 from workbench.core.data import parse_mapping, prepare, read_source
 from workbench.core.errors import UserError
+from data_helpers import pairs
 
 PAIRS = [(f"질문 {i}: 부가가치세 신고 기한은?", f"답변 {i}: 25일 이내입니다.") for i in range(3)]
 
@@ -74,7 +75,7 @@ def test_every_format_and_schema(tmp_path, fmt, schema):
     write(path, fmt, [SCHEMAS[schema](q, a) for q, a in PAIRS])
     prepared = prepare(path)
     assert prepared.mapping.schema == EXPECTED_SCHEMA.get(schema, schema)
-    assert [row.messages for row in prepared.rows] == [expected_messages(schema, q, a) for q, a in PAIRS]
+    assert [pairs(row.messages) for row in prepared.rows] == [expected_messages(schema, q, a) for q, a in PAIRS]
 
 
 def test_cp949_csv_is_detected_and_decoded(tmp_path):
@@ -83,7 +84,7 @@ def test_cp949_csv_is_detected_and_decoded(tmp_path):
     source = read_source(path)
     assert source.encoding == "cp949"
     prepared = prepare(path)
-    assert prepared.rows[0].messages == (("user", "연말정산은 언제 하나요?"), ("assistant", "매년 1월에서 2월 사이입니다."))
+    assert pairs(prepared.rows[0].messages) == (("user", "연말정산은 언제 하나요?"), ("assistant", "매년 1월에서 2월 사이입니다."))
 
 
 def test_bom_jsonl(tmp_path):
@@ -91,7 +92,7 @@ def test_bom_jsonl(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"question": "세금?", "answer": "네."}, ensure_ascii=False).encode())
     prepared = prepare(path)
     assert prepared.source.encoding == "utf-8-sig"
-    assert prepared.rows[0].messages[0] == ("user", "세금?")
+    assert prepared.rows[0].messages[0][:2] == ("user", "세금?")
 
 
 def test_undecodable_bytes_name_the_line_instead_of_mojibake(tmp_path):
@@ -108,14 +109,14 @@ def test_korean_columns_detected_and_mapping_override(tmp_path):
         prepare(path)
     prepared = prepare(path, parse_mapping("prompt=고객문의,response=상담답변"))
     assert prepared.mapping.schema == "qa"
-    assert prepared.rows[0].messages == (("user", "환불되나요?"), ("assistant", "네 7일 이내 가능합니다."))
+    assert pairs(prepared.rows[0].messages) == (("user", "환불되나요?"), ("assistant", "네 7일 이내 가능합니다."))
 
 
 def test_mapping_override_beats_detection(tmp_path):
     path = tmp_path / "both.jsonl"
     path.write_text(json.dumps({"question": "q1", "answer": "a1", "better": "a2"}) + "\n", encoding="utf-8")
-    assert prepare(path).rows[0].messages[-1] == ("assistant", "a1")
-    assert prepare(path, {"response": "better"}).rows[0].messages[-1] == ("assistant", "a2")
+    assert prepare(path).rows[0].messages[-1][:2] == ("assistant", "a1")
+    assert prepare(path, {"response": "better"}).rows[0].messages[-1][:2] == ("assistant", "a2")
 
 
 def test_mapping_to_missing_column_names_the_field(tmp_path):
@@ -131,7 +132,7 @@ def test_system_prompt_added_to_rows_without_one(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n", encoding="utf-8")
     rows = prepare(path, system_prompt="당신은 세무 전문가입니다.").rows
-    assert rows[0].messages == (("system", "당신은 세무 전문가입니다."), ("user", "q"), ("assistant", "a"))
+    assert pairs(rows[0].messages) == (("system", "당신은 세무 전문가입니다."), ("user", "q"), ("assistant", "a"))
 
 
 def test_json_lines_saved_as_json_and_raw_text_split(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from workbench.core.data import MANIFEST, SPLITS, list_datasets, parse_ratios, prepare, prompt_key, split_dataset
 from workbench.core.data.demo import DEMO_FILE, ensure_demo_dataset
+from workbench.core.data.messages import message_from_dict
 from workbench.core.errors import UserError
 
 
@@ -89,7 +90,7 @@ def test_rows_sharing_a_prompt_never_cross_splits(tmp_path):
     where = {}
     for name in SPLITS:
         for row in read_split(out, name):
-            key = prompt_key(tuple((m["role"], m["content"]) for m in row["messages"]))
+            key = prompt_key(tuple(message_from_dict(m) for m in row["messages"]))
             where.setdefault(key, set()).add(name)
     assert len(where) == 60
     assert all(len(splits) == 1 for splits in where.values())

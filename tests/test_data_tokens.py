@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from data_helpers import conversation
 from workbench.core.data import ChatTokenizer, length_stats, load_chat_tokenizer, token_statistics
 from workbench.core.data.tokens import histogram, measure, percentile
 from workbench.core.errors import UserError
@@ -32,9 +33,9 @@ def word_tokenizer(tmp_path):
 def test_hand_computed_lengths(word_tokenizer, workspace):
     tok = load_chat_tokenizer(str(word_tokenizer), workspace)
     conversations = [
-        (("user", "a b c"), ("assistant", "x y")),
+        conversation(("user", "a b c"), ("assistant", "x y")),
         # prompt: <s> system : d </s> (5) <s> user : a </s> (5) <s> assistant : (3) = 13; response: z </s> = 2
-        (("system", "d"), ("user", "a"), ("assistant", "z")),
+        conversation(("system", "d"), ("user", "a"), ("assistant", "z")),
     ]
     # row 1 prompt: <s> user : a b c </s> <s> assistant : = 10; response: x y </s> = 3
     prompts, responses, method = measure(tok, conversations)
@@ -67,7 +68,7 @@ def test_percentile_and_histogram_by_hand():
 def test_template_that_transforms_content_falls_back_to_rendering(word_tokenizer):
     doubled = TEMPLATE.replace("{{ m['content'] }}", "{{ m['content'] ~ ' ' ~ m['content'] }}")
     tok = ChatTokenizer(word_tokenizer, chat_template=doubled)
-    prompts, responses, method = measure(tok, [(("user", "a a"), ("assistant", "x"))])
+    prompts, responses, method = measure(tok, [conversation(("user", "a a"), ("assistant", "x"))])
     # <s> user : a a a a </s> <s> assistant : = 11; x x </s> = 3
     assert (prompts, responses, method) == ([11], [3], "rendered")
 
@@ -77,15 +78,15 @@ def test_lengths_match_transformers_apply_chat_template(tiny_llama, workspace):
 
     reference = AutoTokenizer.from_pretrained(tiny_llama)
     conversations = [
-        (("user", "부가가치세 신고 기한은 언제인가요?"), ("assistant", "과세기간 종료 후 25일 이내입니다.")),
-        (("system", "Answer briefly."), ("user", "What is the capital of France?"), ("assistant", "Paris.")),
-        (("user", "#Person1#: 안녕하세요. #Person2#: 오후 세 시입니다."), ("assistant", "회의는 세 시.")),
+        conversation(("user", "부가가치세 신고 기한은 언제인가요?"), ("assistant", "과세기간 종료 후 25일 이내입니다.")),
+        conversation(("system", "Answer briefly."), ("user", "What is the capital of France?"), ("assistant", "Paris.")),
+        conversation(("user", "#Person1#: 안녕하세요. #Person2#: 오후 세 시입니다."), ("assistant", "회의는 세 시.")),
     ]
     tok = load_chat_tokenizer(str(tiny_llama), workspace)
     prompts, responses, method = measure(tok, conversations)
     assert method == "template-pieces"
     for messages, prompt_len, response_len in zip(conversations, prompts, responses):
-        as_dicts = [{"role": r, "content": c} for r, c in messages]
+        as_dicts = [m.to_dict() for m in messages]
         prompt_ids = reference.apply_chat_template(as_dicts[:-1], add_generation_prompt=True, tokenize=True,
                                                    return_dict=False)
         full_ids = reference.apply_chat_template(as_dicts, tokenize=True, return_dict=False)
@@ -106,7 +107,7 @@ def test_unconverted_gguf_model_asks_for_conversion(workspace, tmp_path):
 
 def test_large_data_is_measured_on_a_labelled_seeded_sample(word_tokenizer, workspace):
     tok = load_chat_tokenizer(str(word_tokenizer), workspace)
-    conversations = [(("user", "a " * (i % 7 + 1)), ("assistant", "x")) for i in range(50)]
+    conversations = [conversation(("user", "a " * (i % 7 + 1)), ("assistant", "x")) for i in range(50)]
     sampled = token_statistics(conversations, tok, max_length=100, sample=20)
     assert (sampled["rows"], sampled["measured_rows"]) == (50, 20)
     assert token_statistics(conversations, tok, max_length=100, sample=20) == sampled  # seeded

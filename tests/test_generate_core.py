@@ -8,6 +8,7 @@ import multiprocessing
 import pytest
 import yaml
 
+from data_helpers import pairs
 from workbench.core.config import RunConfig, config_to_dict
 from workbench.core.errors import UserError
 from workbench.core.feedback import append_feedback, feedback_path, feedback_row, read_feedback
@@ -133,7 +134,7 @@ def test_feedback_rows_append_and_reimport_through_the_data_layer(workspace):
     assert read_feedback(workspace, rejected=True)[0]["answer"] == "nonsense"
 
     prepared = prepare(feedback_path(workspace))
-    assert [r.messages for r in prepared.rows] == [
+    assert [pairs(r.messages) for r in prepared.rows] == [
         (("system", "짧게 답하세요."), ("user", "부가가치세 신고 기한은?"), ("assistant", "25일 이내입니다.")),
         (("user", "Q2"), ("assistant", "A2, corrected")),
     ]

@@ -8,14 +8,18 @@ from typing import Any
 
 from workbench.cli.output import print_json, print_table
 
+TEXT_SPLITS = ("paragraphs", "window")  # as workbench.core.data.formats, which the CLI imports only when run
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="inspect, validate and split datasets")
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     mapping_help = "column mapping FIELD=COLUMN[,...], e.g. prompt=질문,response=답변 or schema=qa (repeatable)"
+    text_split_help = (".txt/.md files: a row per paragraph (blank lines), or windows of --max-length tokens "
+                       "of --model (default paragraphs)")
 
     inspect = actions.add_parser("inspect", help="detected format, schema, validation and token-length statistics")
-    inspect.add_argument("file", help=".jsonl .json .csv .tsv .parquet or a datasets.save_to_disk directory")
+    inspect.add_argument("file", help=".jsonl .json .csv .tsv .parquet .txt .md or a datasets.save_to_disk directory")
     inspect.add_argument("--model", help="measure token lengths with this model's tokenizer and chat template")
     inspect.add_argument("--max-length", type=int, default=1024, help="cutoff length to check (default 1024)")
     inspect.add_argument("--sample", type=int, default=100_000, metavar="N",
@@ -24,6 +28,7 @@ def register(subparsers) -> None:
     inspect.add_argument("--mapping", action="append", help=mapping_help)
     inspect.add_argument("--skip-bad", action="store_true", help="skip malformed rows instead of failing")
     inspect.add_argument("--system-prompt", help="system message added to rows that have none")
+    inspect.add_argument("--text-split", choices=TEXT_SPLITS, default="paragraphs", help=text_split_help)
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(func=cmd_inspect)
 
@@ -38,16 +43,25 @@ def register(subparsers) -> None:
     split.add_argument("--system-prompt", help="system message added to rows that have none")
     split.add_argument("--augment-templates", type=int, default=1, metavar="N",
                        help="dialogue summaries: N phrasings of the instruction per training row (default 1)")
+    split.add_argument("--text-split", choices=TEXT_SPLITS, default="paragraphs", help=text_split_help)
+    split.add_argument("--model", help="with --text-split window: the model whose tokens are counted")
+    split.add_argument("--max-length", type=int, default=1024, help="with --text-split window: tokens per window")
     split.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     split.add_argument("--json", action="store_true")
     split.set_defaults(func=cmd_split)
 
 
-def _prepare(args: argparse.Namespace):
-    from workbench.core.data import parse_mapping, prepare
+def _prepare(args: argparse.Namespace, tok=None):
+    from workbench.core.data import TextSplit, parse_mapping, prepare, window_split
+    from workbench.core.errors import UserError
 
+    text_split = TextSplit()
+    if args.text_split == "window":
+        if tok is None:
+            raise UserError("--text-split window: name the model whose tokens make a window (--model M)")
+        text_split = window_split(tok, args.max_length)
     return prepare(args.file, parse_mapping(args.mapping), skip_bad=args.skip_bad,
-                   system_prompt=args.system_prompt, stratify=getattr(args, "stratify", None))
+                   system_prompt=args.system_prompt, stratify=getattr(args, "stratify", None), text_split=text_split)
 
 
 def _tokenizer(spec: str, workspace):
@@ -77,6 +91,10 @@ def _print_report(report: dict[str, Any]) -> None:
             print(f"{label:12} {report[key]} (dropped): {'; '.join(examples)}")
     if report["duplicates_dropped"]:
         print(f"duplicates   {report['duplicates_dropped']} exact duplicates dropped")
+    from workbench.core.data.prepare import feature_lines
+
+    for line in feature_lines(report):
+        print(f"note         {line}")
 
 
 def _print_stats(stats: dict[str, Any]) -> None:
@@ -102,13 +120,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from workbench.cli import workspace_of
     from workbench.core.data import token_statistics
 
-    prepared = _prepare(args)
+    tok = _tokenizer(args.model, workspace_of(args)) if args.model else None
+    prepared = _prepare(args, tok)
     report = prepared.report()
-    report["preview"] = [[{"role": r, "content": c} for r, c in row.messages] for row in prepared.rows[:3]]
+    report["preview"] = [[m.to_dict() for m in row.messages] for row in prepared.rows[:3]]
     stats = None
-    if args.model:
-        tok = _tokenizer(args.model, workspace_of(args))
-        stats = token_statistics([row.messages for row in prepared.rows], tok, args.max_length, sample=args.sample)
+    if tok is not None:
+        stats = token_statistics([row.messages for row in prepared.rows], tok, args.max_length, sample=args.sample,
+                                 tools=[row.tools for row in prepared.rows])
     if args.json:
         print_json({**report, "token_stats": stats})
         return 0
@@ -126,7 +145,8 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     ratios = parse_ratios(args.ratios)
     out = resolve_out(args.out, workspace_of(args))
-    prepared = _prepare(args)
+    tok = _tokenizer(args.model, workspace_of(args)) if args.model and args.text_split == "window" else None
+    prepared = _prepare(args, tok)
     manifest = split_dataset(prepared, out, ratios, seed=args.seed, augment_templates=args.augment_templates,
                              overwrite=args.overwrite)
     if args.json:

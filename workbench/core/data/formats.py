@@ -1,4 +1,6 @@
-"""Reading dataset files into plain records: JSONL, JSON, CSV/TSV, Parquet, `datasets.save_to_disk` dirs.
+"""Reading dataset files into plain records: JSONL, JSON, CSV/TSV, Parquet, `datasets.save_to_disk` dirs,
+and plain text (.txt/.md) for continued pre-training, cut into `text` rows on blank lines or in windows of
+a model's tokens.
 
 Text is decoded strictly: UTF-8 (with or without BOM), UTF-16 with BOM, or CP949/EUC-KR (Korean
 spreadsheet exports, accepted only when they decode to Hangul). Anything else is refused with the
@@ -13,11 +15,13 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from workbench.core.errors import UserError
 
-TEXT_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
+TEXT_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+                 ".txt": "text", ".md": "text", ".markdown": "text"}
+TEXT_SPLITS = ("paragraphs", "window")
 # Keys that commonly hold the rows when a .json file is an object instead of an array.
 _ROW_KEYS = ("data", "train", "rows", "records", "examples", "items", "instances")
 
@@ -48,6 +52,21 @@ class SourceData:
 
     def where(self, index: int) -> str:
         return f"{self.path.name} {self.unit} {self.locations[index]}"
+
+
+@dataclass(frozen=True)
+class TextSplit:
+    """How a plain-text file becomes rows: `paragraphs` (blank lines end a document) or `window` (consecutive
+    windows of `window_tokens` tokens, counted by `token_offsets`: text -> each token's (start, end))."""
+    mode: str = "paragraphs"
+    window_tokens: int | None = None
+    token_offsets: Callable[[str], Sequence[tuple[int, int]]] | None = None
+    model: str | None = None
+
+    def describe(self) -> str:
+        if self.mode == "window":
+            return f"windows of {self.window_tokens} tokens ({self.model} tokenizer)"
+        return "paragraphs (a blank line ends a document)"
 
 
 def _line_of(data: bytes, offset: int) -> int:
@@ -177,6 +196,31 @@ def _read_csv(path: Path, text: str, source: SourceData, delimiter: str, skip_ba
         raise UserError(f"{path.name} line {reader.line_num}: malformed CSV ({error})") from None
 
 
+def _read_text(text: str, source: SourceData, split: TextSplit) -> None:
+    if split.mode == "window":
+        if not split.window_tokens or split.token_offsets is None:
+            raise UserError(f"{source.path.name}: --text-split window needs --model (to count tokens) and --max-length")
+        offsets = split.token_offsets(text)
+        for first in range(0, len(offsets), split.window_tokens):
+            window = offsets[first:first + split.window_tokens]
+            start, end = window[0][0], window[-1][1]
+            if text[start:end].strip():
+                source.records.append({"text": text[start:end]})
+                source.locations.append(text.count("\n", 0, start) + 1)
+        return
+    paragraph: list[str] = []
+    start_line = 1
+    for number, line in enumerate(text.split("\n") + [""], start=1):
+        if line.strip():
+            if not paragraph:
+                start_line = number
+            paragraph.append(line.rstrip())
+        elif paragraph:
+            source.records.append({"text": "\n".join(paragraph)})
+            source.locations.append(start_line)
+            paragraph = []
+
+
 def _arrow_records(table, source: SourceData) -> None:
     rows = table.to_pylist()
     offset = len(source.records)
@@ -204,7 +248,7 @@ def _read_saved_dataset(path: Path, source: SourceData) -> None:
                 _arrow_records(pa.ipc.open_stream(stream).read_all(), source)
 
 
-def read_source(path: str | Path, skip_bad: bool = False) -> SourceData:
+def read_source(path: str | Path, skip_bad: bool = False, text_split: TextSplit = TextSplit()) -> SourceData:
     """Read `path` into records; malformed rows raise a UserError naming file and line, or are
     collected in `bad_rows` with skip_bad."""
     path = Path(path).expanduser()
@@ -230,11 +274,14 @@ def read_source(path: str | Path, skip_bad: bool = False) -> SourceData:
     kind = TEXT_SUFFIXES.get(suffix)
     if kind is None:
         raise UserError(f"{path.name}: unsupported file type {suffix or '(none)'!r} "
-                        f"(use .jsonl, .json, .csv, .tsv, .parquet or a datasets.save_to_disk directory)")
+                        f"(use .jsonl, .json, .csv, .tsv, .parquet, .txt, .md or a datasets.save_to_disk directory)")
     text, encoding = decode_text(path.read_bytes(), path.name)
     unit = "item" if kind == "json" else "line"
     source = SourceData(path, kind, encoding, unit, [], [])
-    if kind == "jsonl":
+    if kind == "text":
+        source.format = f"text:{text_split.mode}"
+        _read_text(text, source, text_split)
+    elif kind == "jsonl":
         _read_jsonl(text, source, skip_bad)
     elif kind == "json":
         _read_json(path, text, source, skip_bad)

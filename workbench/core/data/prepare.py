@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.core.data.formats import BadRow, SourceData, read_source, reject_row
-from workbench.core.data.schema import Conversation, Mapping, RowError, detect_mapping, normalize
+from workbench.core.data.formats import BadRow, SourceData, TextSplit, read_source, reject_row
+from workbench.core.data.messages import Conversation, Message, has_tool_turns
+from workbench.core.data.schema import Mapping, RowError, detect_mapping, normalize
 from workbench.core.errors import UserError
 
 _EXAMPLES = 5  # locations listed per problem in reports
@@ -23,6 +24,8 @@ class Row:
     stratum: str | None = None
     # The dialogue of a dialogue_summary row, so that the instruction can be re-phrased (augmentation).
     dialogue: str | None = None
+    tools: str = ""  # canonical JSON of the row's tool definitions
+    rejected: Conversation = ()  # preference data: the rejected answer, kept for preference training
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Prepared:
     empty_prompt: list[str] = field(default_factory=list)
     empty_response: list[str] = field(default_factory=list)
     duplicates: int = 0
+    text_split: str | None = None  # how a plain-text file was cut into rows
 
     @property
     def bad_rows(self) -> list[BadRow]:
@@ -62,6 +66,7 @@ class Prepared:
             "columns": self.source.columns,
             "schema": self.mapping.schema,
             "mapping": self.mapping.columns,
+            "text_split": self.text_split,
             "system_prompt": self.system_prompt,
             "stratify": self.stratify,
             "rows_read": counts["rows_read"],
@@ -73,8 +78,41 @@ class Prepared:
             "empty_response_examples": self.empty_response[:_EXAMPLES],
             "duplicates_dropped": counts["duplicates_dropped"],
             "usable_rows": counts["usable_rows"],
-            "multi_turn_rows": sum(1 for r in self.rows if sum(1 for m in r.messages if m[0] == "assistant") > 1),
+            "multi_turn_rows": sum(1 for r in self.rows if sum(1 for m in r.messages if m.role == "assistant") > 1),
+            "features": self.features(),
         }
+
+    def features(self) -> dict[str, int]:
+        """Rows with tool definitions, tool calls, tool results, reasoning and rejected answers."""
+        counts = dict.fromkeys(("rows_with_tools", "tool_call_rows", "tool_calls", "tool_results",
+                                "reasoning_turns", "preference_rows"), 0)
+        for row in self.rows:
+            counts["rows_with_tools"] += bool(row.tools)
+            counts["preference_rows"] += bool(row.rejected)
+            if has_tool_turns(row.messages):
+                counts["tool_call_rows"] += 1
+                counts["tool_calls"] += sum(len(m.tool_calls) for m in row.messages)
+                counts["tool_results"] += sum(m.role == "tool" for m in row.messages)
+            counts["reasoning_turns"] += sum(1 for m in row.messages if m.reasoning)
+        return counts
+
+
+def feature_lines(report: dict[str, Any]) -> list[str]:
+    """What the data holds beyond question/answer pairs, and what training does with it (CLI and Data screen)."""
+    features, lines = report["features"], []
+    if features["tool_call_rows"] or features["rows_with_tools"]:
+        lines.append(f"tool calling: {features['rows_with_tools']} rows with tool definitions, "
+                     f"{features['tool_calls']} calls, {features['tool_results']} tool results "
+                     f"(calls and answers are trained, tool results never)")
+    if features["reasoning_turns"]:
+        lines.append(f"reasoning: {features['reasoning_turns']} assistant turns carry reasoning (kept where the "
+                     f"model's chat template renders reasoning_content, else dropped: see token lengths)")
+    if features["preference_rows"]:
+        lines.append(f"preference pairs: {features['preference_rows']} rows; 'chosen' trains as the answer, "
+                     f"'rejected' is kept in the prepared rows for preference training")
+    if report.get("text_split"):
+        lines.append(f"plain text cut into {report['text_split']}; trained as plain text (loss on every token)")
+    return lines
 
 
 @contextmanager
@@ -90,23 +128,28 @@ def bulk_allocation():
             gc.enable()
 
 
+def _answered(messages: Conversation) -> bool:
+    return bool(messages[-1].content or messages[-1].tool_calls)
+
+
 def prompt_key(messages: Conversation) -> str:
     """The prompt (every non-system message before the answer; raw text has only its text), normalized:
     rows sharing it are one group."""
-    text = "\n".join(content for role, content in messages[:-1] if role != "system") or messages[-1][1]
+    text = "\n".join(m.content for m in messages[:-1] if m.role != "system") or messages[-1].content
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
     return " ".join(text.split()).casefold()
 
 
 def prepare(path: str | Path, mapping: dict[str, str] | None = None, skip_bad: bool = False,
-            system_prompt: str | None = None, stratify: str | None = None) -> Prepared:
+            system_prompt: str | None = None, stratify: str | None = None,
+            text_split: TextSplit = TextSplit()) -> Prepared:
     with bulk_allocation():
-        return _prepare(path, mapping, skip_bad, system_prompt, stratify)
+        return _prepare(path, mapping, skip_bad, system_prompt, stratify, text_split)
 
 
-def _prepare(path, mapping, skip_bad, system_prompt, stratify) -> Prepared:
-    source = read_source(path, skip_bad=skip_bad)
+def _prepare(path, mapping, skip_bad, system_prompt, stratify, text_split) -> Prepared:
+    source = read_source(path, skip_bad=skip_bad, text_split=text_split)
     name = source.path.name
     if not source.records:
         raise UserError(f"{name}: no rows")
@@ -115,33 +158,35 @@ def _prepare(path, mapping, skip_bad, system_prompt, stratify) -> Prepared:
     if stratify is not None and stratify not in columns:
         raise UserError(f"--stratify {stratify}: {name} has no such column (columns: {', '.join(columns)})")
     system_prompt = (system_prompt or "").strip() or None
-    system_turn = (("system", system_prompt),) if system_prompt else ()
-    prepared = Prepared(source, resolved, [], system_prompt, stratify, rows_read=len(source.records))
-    seen: set[Conversation] = set()
+    system_turn = (Message("system", system_prompt),) if system_prompt else ()
+    prepared = Prepared(source, resolved, [], system_prompt, stratify, rows_read=len(source.records),
+                        text_split=text_split.describe() if source.format.startswith("text:") else None)
+    seen: set[tuple] = set()
     is_text = resolved.schema == "text"
     dialogue_column = resolved.columns.get("dialogue")
     for index, record in enumerate(source.records):
         location = source.locations[index]
         try:
-            messages = normalize(record, resolved)
+            messages, tools, rejected = normalize(record, resolved)
         except RowError as error:
             reject_row(source, location, str(error), skip_bad)
             continue
-        if not messages[-1][1]:
+        if not _answered(messages) or (rejected and not _answered(rejected)):
             prepared.empty_response.append(f"{source.unit} {location}")
             continue
-        if not is_text and not any(content for role, content in messages[:-1] if role != "system"):
+        if not is_text and not any(m.content for m in messages[:-1] if m.role != "system"):
             prepared.empty_prompt.append(f"{source.unit} {location}")
             continue
-        if system_turn and messages[0][0] != "system":
+        if system_turn and messages[0].role != "system":
             messages = system_turn + messages
-        if messages in seen:
+        identity = (messages, tools, rejected) if tools or rejected else messages
+        if identity in seen:
             prepared.duplicates += 1
             continue
-        seen.add(messages)
+        seen.add(identity)
         stratum = None if stratify is None else str(record.get(stratify, "") or "")
         dialogue = str(record.get(dialogue_column) or "").strip() if dialogue_column else None
-        prepared.rows.append(Row(messages, location, stratum, dialogue))
+        prepared.rows.append(Row(messages, location, stratum, dialogue, tools, rejected))
     # Records are no longer needed once normalized (a million rows hold a lot of memory).
     source.records = source.records[:1000]
     if not prepared.rows:

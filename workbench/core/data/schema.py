@@ -1,20 +1,25 @@
-"""Schemas (alpaca, ShareGPT, messages, Q/A pairs, dialogue summaries, raw text), detected from the
-columns and overridable by a mapping, all normalized to one conversation: a tuple of (role, content)."""
+"""Schemas (alpaca, ShareGPT, messages, Q/A pairs, dialogue summaries, preference pairs, raw text), detected
+from the columns and overridable by a mapping, all normalized to one conversation: a tuple of `Message`
+(with tool calls, tool results and reasoning where the data has them), the row's tool definitions and,
+for preference data, the rejected answer."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
+from workbench.core.data.messages import (
+    Conversation, Message, ToolCall, call_from_object, normalize_tools,
+)
 from workbench.core.errors import UserError
-
-Conversation = tuple[tuple[str, str], ...]
 
 # schema -> its fields, required first; the mapping names which column fills each field.
 SCHEMA_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "messages": (("messages",), ()),
-    "sharegpt": (("conversations",), ("system",)),
+    "preference": (("chosen", "rejected"), ("prompt", "messages", "input", "system")),
+    "messages": (("messages",), ("tools",)),
+    "sharegpt": (("conversations",), ("system", "tools")),
     "alpaca": (("instruction", "output"), ("input", "system")),
     "qa": (("prompt", "response"), ("system",)),
     "dialogue_summary": (("dialogue", "summary"), ()),
@@ -30,6 +35,9 @@ _CANDIDATES: dict[str, tuple[str, ...]] = {
     "prompt": ("question", "prompt", "query", "q", "질문", "instruction"),
     "response": ("answer", "response", "completion", "a", "답변", "output"),
     "system": ("system", "system_prompt"),
+    "tools": ("tools", "functions"),
+    "chosen": ("chosen", "chosen_response", "chosen_answer"),
+    "rejected": ("rejected", "rejected_response", "rejected_answer"),
     "dialogue": ("dialogue", "dialog", "conversation_text", "대화"),
     "summary": ("summary", "요약"),
     "text": ("text", "content"),
@@ -37,7 +45,15 @@ _CANDIDATES: dict[str, tuple[str, ...]] = {
 _ROLES = {
     "system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
     "bot": "assistant", "model": "assistant", "chatgpt": "assistant",
+    # tool use: ShareGPT's function_call / observation, OpenAI's tool (and its older function), Llama's ipython
+    "function_call": "assistant", "tool_call": "assistant", "observation": "tool", "tool": "tool",
+    "function": "tool", "ipython": "tool",
 }
+_CALL_ROLES = {"function_call", "tool_call"}
+# Content-part types read as text, as the assistant's reasoning, and multimodal ones that cannot be used.
+_TEXT_PARTS = {"text", "input_text", "output_text"}
+_REASONING_PARTS = {"reasoning", "thinking", "reasoning_content"}
+_REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
 
 # Instruction phrasings for dialogue summaries; the first is the default, the others augment (seed 004).
 SUMMARY_INSTRUCTIONS = {
@@ -52,6 +68,12 @@ _HANGUL = re.compile("[\uac00-\ud7a3]")
 
 class RowError(ValueError):
     """A record that cannot be normalized; the message names the field."""
+
+
+class Normalized(NamedTuple):
+    messages: Conversation
+    tools: str = ""  # canonical JSON of the row's tool definitions
+    rejected: Conversation = ()  # preference data: the rejected answer
 
 
 @dataclass(frozen=True)
@@ -105,7 +127,7 @@ def detect_mapping(records: list[dict], columns: list[str], override: dict[str, 
         # A user who maps fields of one schema means that schema.
         schema = next((s for s, (req, opt) in SCHEMA_FIELDS.items()
                        if override and set(override) <= set(req + opt) and set(override) & set(req)), None)
-    candidates = [schema] if schema else ["messages", "sharegpt", "alpaca", "dialogue_summary", "qa", "text"]
+    candidates = [schema] if schema else ["preference", "messages", "sharegpt", "alpaca", "dialogue_summary", "qa", "text"]
     for name in candidates:
         given = dict(override)
         if name in ("messages", "sharegpt") and not given:
@@ -153,25 +175,103 @@ def _text(value: Any, field: str) -> str:
         return ""
     if isinstance(value, (int, float)):
         return str(value)
-    if isinstance(value, list) and all(isinstance(p, dict) for p in value):  # OpenAI content parts
-        return "\n".join(str(p.get("text", "")) for p in value if p.get("type", "text") == "text").strip()
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):  # content parts
+        text, _ = _parts(value, field)
+        return text
     raise RowError(f"field {field!r}: expected text, got {type(value).__name__}")
 
 
-def _turns(value: Any, field: str, role_key: str, content_key: str) -> list[tuple[str, str]]:
+def _part_text(part: dict) -> str:
+    for key in ("text", "value", "content", "thinking", "reasoning"):
+        if isinstance(part.get(key), str):
+            return part[key]
+    return ""
+
+
+def _parts(parts: list[dict], field: str) -> tuple[str, str]:
+    """(text, reasoning) of OpenAI-style content parts ({"type": "text", "text"|"value": ...})."""
+    texts, reasoning = [], []
+    for part in parts:
+        kind = str(part.get("type", "text")).lower()
+        if kind in _TEXT_PARTS:
+            texts.append(_part_text(part))
+        elif kind in _REASONING_PARTS:
+            reasoning.append(_part_text(part))
+        else:
+            raise RowError(f"multimodal part {kind!r} in field {field!r} is not supported")
+    return "\n".join(t for t in texts if t).strip(), "\n".join(r for r in reasoning if r).strip()
+
+
+def _content(message: dict, content_key: str, where: str) -> tuple[str, str]:
+    """(text, reasoning) of a message: its content (a string or parts) and any reasoning field."""
+    value = message.get(content_key)
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        text, reasoning = _parts(value, where)
+    else:
+        text, reasoning = _text(value, where), ""
+    for key in _REASONING_KEYS:
+        extra = message.get(key)
+        if isinstance(extra, str) and extra.strip():
+            reasoning = "\n".join(r for r in (reasoning, extra.strip()) if r)
+    return text, reasoning
+
+
+def _calls(value: Any, where: str) -> tuple[ToolCall, ...]:
+    """Tool calls from OpenAI's tool_calls list, or a ShareGPT function_call value (JSON text of a call
+    or a list of calls)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise RowError(f"{where}: a function call must be JSON with a name and arguments") from None
+    items = value if isinstance(value, list) else [value]
+    try:
+        return tuple(call_from_object(item) for item in items)
+    except ValueError as error:
+        raise RowError(f"{where}: {error}") from None
+
+
+def _turns(value: Any, field: str, role_key: str, content_key: str, final: bool = True) -> list[Message]:
     if not isinstance(value, list) or not value:
         raise RowError(f"field {field!r}: expected a non-empty list of messages")
-    turns = []
+    turns: list[Message] = []
+    call_names: dict[str, str] = {}  # tool_call_id -> function name, to name the results
     for index, message in enumerate(value):
+        where = f"{field}[{index}]"
         if not isinstance(message, dict) or role_key not in message:
             raise RowError(f"field {field!r} message {index + 1}: expected an object with {role_key!r}")
-        role = _ROLES.get(str(message[role_key]).strip().lower())
+        raw_role = str(message[role_key]).strip().lower()
+        role = _ROLES.get(raw_role)
         if role is None:
             raise RowError(f"field {field!r} message {index + 1}: unsupported role {message[role_key]!r}")
-        turns.append((role, _text(message.get(content_key), f"{field}[{index}].{content_key}")))
-    if turns[-1][0] != "assistant":
+        if raw_role in _CALL_ROLES:
+            calls = _calls(message.get(content_key), where)
+            if turns and turns[-1].role == "assistant" and not turns[-1].tool_calls:  # text, then its call
+                turns[-1] = turns[-1]._replace(tool_calls=calls)
+            else:
+                turns.append(Message("assistant", "", calls))
+            continue
+        text, reasoning = _content(message, content_key, f"{where}.{content_key}")
+        calls = _calls(message["tool_calls"], f"{where}.tool_calls") if message.get("tool_calls") else ()
+        for call, item in zip(calls, message.get("tool_calls") or ()):
+            if isinstance(item, dict) and item.get("id"):
+                call_names[str(item["id"])] = call.name
+        name = ""
+        if role == "tool":
+            name = str(message.get("name") or call_names.get(str(message.get("tool_call_id")), "")
+                       or _last_call_name(turns))
+        turns.append(Message(role, text, calls, reasoning, name))
+    if final and turns[-1].role != "assistant":
         raise RowError(f"field {field!r}: the last message must be the assistant's answer")
     return turns
+
+
+def _last_call_name(turns: list[Message]) -> str:
+    """A ShareGPT observation names no function: it answers the latest call when there was one."""
+    for turn in reversed(turns):
+        if turn.tool_calls:
+            return turn.tool_calls[-1].name if len(turn.tool_calls) == 1 else ""
+    return ""
 
 
 def summary_instruction(dialogue: str, variant: int = 0) -> str:
@@ -183,10 +283,60 @@ def summary_prompt(dialogue: str, variant: int = 0) -> str:
     return f"{summary_instruction(dialogue, variant)}\n\n{dialogue}"
 
 
-def normalize(record: dict, mapping: Mapping) -> Conversation:
-    """One record -> conversation; raises RowError naming the field."""
+def _tools(record: dict, columns: dict[str, str]) -> str:
+    if "tools" not in columns:
+        return ""
+    try:
+        return normalize_tools(record.get(columns["tools"]))
+    except ValueError as error:
+        raise RowError(f"field {columns['tools']!r}: {error}") from None
+
+
+def _answer(value: Any, field: str) -> tuple[Message, ...]:
+    """A preference answer: text, one message ({"role"|"from", ...}) or a list of messages."""
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        role_key, content_key = ("from", "value") if "from" in value[0] else ("role", "content")
+        return tuple(_turns(value, field, role_key, content_key))
+    return (Message("assistant", _text(value, field)),)
+
+
+def _preference(record: dict, c: dict[str, str]) -> Normalized:
+    """chosen/rejected as strings (with a prompt column), as answer messages after a prompt or a ShareGPT
+    conversation, or as two whole conversations sharing their prompt (the implicit-prompt form)."""
+    chosen, rejected = _answer(record.get(c["chosen"]), c["chosen"]), _answer(record.get(c["rejected"]), c["rejected"])
+    prompt: list[Message] = []
+    prompt_column = c.get("prompt") or c.get("messages")  # text, or the conversation before the answer
+    if prompt_column:
+        value = record.get(prompt_column)
+        if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+            role_key, content_key = ("from", "value") if "from" in value[0] else ("role", "content")
+            prompt = _turns(value, prompt_column, role_key, content_key, final=False)
+        else:
+            text = _text(value, prompt_column)
+            extra = _text(record.get(c["input"]), c["input"]) if "input" in c else ""
+            prompt = [Message("user", f"{text}\n\n{extra}" if text and extra else text or extra)]
+    elif len(chosen) > 1:  # implicit prompt: the shared beginning of both conversations
+        shared = 0
+        while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
+            shared += 1
+        prompt, chosen, rejected = list(chosen[:shared]), chosen[shared:], rejected[shared:]
+    if "system" in c:
+        system = _text(record.get(c["system"]), c["system"])
+        if system and (not prompt or prompt[0].role != "system"):
+            prompt.insert(0, Message("system", system))
+    if chosen[-1].role != "assistant" or rejected[-1].role != "assistant":
+        raise RowError(f"fields {c['chosen']!r}/{c['rejected']!r}: each must end with an assistant answer")
+    return Normalized(tuple(prompt) + chosen, "", rejected)
+
+
+def normalize(record: dict, mapping: Mapping) -> Normalized:
+    """One record -> conversation (+ tools, + rejected answer); raises RowError naming the field."""
     c = mapping.columns
     schema = mapping.schema
+    if schema == "preference":
+        return _preference(record, c)
     if schema == "messages":
         turns = _turns(record.get(c["messages"]), c["messages"], "role", "content")
     elif schema == "sharegpt":
@@ -195,18 +345,18 @@ def normalize(record: dict, mapping: Mapping) -> Conversation:
         instruction = _text(record.get(c["instruction"]), c["instruction"])
         extra = _text(record.get(c["input"]), c["input"]) if "input" in c else ""
         prompt = f"{instruction}\n\n{extra}" if instruction and extra else instruction or extra
-        turns = [("user", prompt), ("assistant", _text(record.get(c["output"]), c["output"]))]
+        turns = [Message("user", prompt), Message("assistant", _text(record.get(c["output"]), c["output"]))]
     elif schema == "qa":
-        turns = [("user", _text(record.get(c["prompt"]), c["prompt"])),
-                 ("assistant", _text(record.get(c["response"]), c["response"]))]
+        turns = [Message("user", _text(record.get(c["prompt"]), c["prompt"])),
+                 Message("assistant", _text(record.get(c["response"]), c["response"]))]
     elif schema == "dialogue_summary":
         dialogue = _text(record.get(c["dialogue"]), c["dialogue"])
-        turns = [("user", summary_prompt(dialogue) if dialogue else ""),
-                 ("assistant", _text(record.get(c["summary"]), c["summary"]))]
-    else:  # raw text: one assistant message, learned as a whole
-        return (("assistant", _text(record.get(c["text"]), c["text"])),)
+        turns = [Message("user", summary_prompt(dialogue) if dialogue else ""),
+                 Message("assistant", _text(record.get(c["summary"]), c["summary"]))]
+    else:  # raw text: one assistant message, learned as plain text (loss on every token)
+        return Normalized((Message("assistant", _text(record.get(c["text"]), c["text"])),))
     if "system" in c and schema in ("sharegpt", "alpaca", "qa"):
         system = _text(record.get(c["system"]), c["system"])
-        if system and turns[0][0] != "system":
-            turns.insert(0, ("system", system))
-    return tuple(turns)
+        if system and turns[0].role != "system":
+            turns.insert(0, Message("system", system))
+    return Normalized(tuple(turns), _tools(record, c))

@@ -100,18 +100,25 @@ def _augment(rows: list[Row], copies: int) -> list[Row]:
         augmented.append(row)
         for variant in range(1, copies):
             messages = tuple(
-                ("user", summary_prompt(row.dialogue, variant)) if role == "user" else (role, content)
-                for role, content in row.messages
+                m._replace(content=summary_prompt(row.dialogue, variant)) if m.role == "user" else m
+                for m in row.messages
             )
             augmented.append(Row(messages, row.location, row.stratum, row.dialogue))
     return augmented
 
 
 def _dump(row: Row) -> str:
-    """json.dumps({"messages": [...]}, ensure_ascii=False), assembled directly: 3x faster at a million rows."""
-    turns = ", ".join(f'{{"role": "{role}", "content": {encode_basestring(content)}}}' for role, content in row.messages)
+    """json.dumps({"messages": [...]}, ensure_ascii=False), assembled directly for plain rows: 3x faster at a
+    million rows. Rows with tools, tool calls, reasoning or a rejected answer take the general path."""
+    if row.tools or row.rejected or any(m.tool_calls or m.reasoning or m.name for m in row.messages):
+        line: dict = {"messages": [m.to_dict() for m in row.messages]}
+        if row.tools:
+            line["tools"] = json.loads(row.tools)
+        if row.rejected:
+            line["rejected"] = [m.to_dict() for m in row.rejected]
+        return json.dumps(line, ensure_ascii=False)
+    turns = ", ".join(f'{{"role": "{m.role}", "content": {encode_basestring(m.content)}}}' for m in row.messages)
     return f'{{"messages": [{turns}]}}'
-
 
 
 def sha256_of(path: Path) -> str | None:
@@ -173,6 +180,7 @@ def split_dataset(prepared: Prepared, out: Path, ratios: tuple[float, float, flo
         "counts": {name: len(rows) for name, rows in splits.items()},
         "files": {name: f"{name}.jsonl" for name in SPLITS},
         "validation": prepared.counts(),
+        "features": prepared.features(),
         "token_stats": token_stats,
     }
     try:

@@ -20,16 +20,35 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
+from workbench.core.data.messages import Conversation, Message, template_messages, template_supports_reasoning
+from workbench.core.data.formats import TextSplit
 from workbench.core.data.prepare import bulk_allocation
-from workbench.core.data.schema import Conversation
 from workbench.core.errors import UserError
 from workbench.core.models import ModelRef, resolve_model
 from workbench.core.workspace import Workspace
 
 # Used when a model ships no chat template (base models such as KoGPT-2); the trainer falls back to it too.
+# ChatML; with tools, the Hermes/Qwen2.5 convention: the definitions in the system turn, calls as
+# <tool_call>{"name", "arguments"}</tool_call> in the assistant turn, results in `tool` turns.
 CHATML_FALLBACK = (
+    "{% if tools %}"
+    "{{ '<|im_start|>system\n' }}"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\n\n' }}{% endif %}"
+    "{{ '# Tools\n\nYou may call one or more functions. Their signatures are within <tools></tools>:\n<tools>' }}"
+    "{% for tool in tools %}{{ '\n' + (tool | tojson) }}{% endfor %}"
+    "{{ '\n</tools>\n\nFor each function call, return a JSON object with the function name and arguments within "
+    "<tool_call></tool_call> tags.<|im_end|>\n' }}"
+    "{% endif %}"
     "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% if not (tools and loop.first and message['role'] == 'system') %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] }}"
+    "{% for call in message['tool_calls'] or [] %}"
+    "{% if message['content'] or not loop.first %}{{ '\n' }}{% endif %}"
+    "{{ '<tool_call>\n{\"name\": \"' + call['function']['name'] + '\", \"arguments\": ' "
+    "+ (call['function']['arguments'] | tojson) + '}\n</tool_call>' }}"
+    "{% endfor %}"
+    "{{ '<|im_end|>' + '\n' }}"
+    "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
@@ -97,6 +116,8 @@ class ChatTokenizer:
         if chat_template is None:
             chat_template, self.template_source = CHATML_FALLBACK, "chatml-fallback"
         self.template = self._compile(chat_template)
+        # Reasoning is rendered where the template has a place for it, else dropped (and counted).
+        self.keeps_reasoning = template_supports_reasoning(chat_template)
 
     @staticmethod
     def _stored_template(directory: Path, config: dict) -> str | None:
@@ -127,12 +148,13 @@ class ChatTokenizer:
         except TemplateError as error:
             raise UserError(f"model {self.name!r}: invalid chat template ({error})") from None
 
-    def render(self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool) -> str:
+    def render(self, messages: Conversation, add_generation_prompt: bool, tools: str = "") -> str:
         from jinja2 import TemplateError
 
         try:
             return self.template.render(
-                messages=[{"role": role, "content": content} for role, content in messages],
+                messages=template_messages(messages, self.keeps_reasoning),
+                tools=json.loads(tools) if tools else None,
                 add_generation_prompt=add_generation_prompt, **self.special,
             )
         except TemplateError as error:
@@ -145,11 +167,13 @@ class ChatTokenizer:
             counts.extend(len(e) for e in encodings)
         return counts
 
-    def prompt_response_exact(self, messages: Conversation) -> tuple[int, int]:
-        """Lengths by rendering this very row (the reference the fast path is checked against)."""
-        prompt = self.render(messages[:-1], True)
-        full = self.render(messages, False)
-        response = full[len(prompt):] if full.startswith(prompt) else messages[-1][1] + (self.special["eos_token"] or "")
+    def prompt_response_exact(self, messages: Conversation, tools: str = "") -> tuple[int, int]:
+        """Lengths by rendering this very row, its tools included (the reference the fast path is checked
+        against)."""
+        prompt = self.render(messages[:-1], True, tools)
+        full = self.render(messages, False, tools)
+        response = (full[len(prompt):] if full.startswith(prompt)
+                    else messages[-1].content + (self.special["eos_token"] or ""))
         a, b = self.count([prompt, response])
         return a, b
 
@@ -172,7 +196,7 @@ _MARK = "\ue000{}\ue001"
 def _shape(tok: ChatTokenizer, roles: tuple[str, ...]) -> _Shape | None:
     """Render a role sequence with placeholders; None when the template does anything but paste contents."""
     marks = [_MARK.format(i) for i in range(len(roles))]
-    padded = [(role, f" {mark} ") for role, mark in zip(roles, marks)]
+    padded = tuple(Message(role, f" {mark} ") for role, mark in zip(roles, marks))
     try:
         prompt = tok.render(padded[:-1], True)
         full = tok.render(padded, False)
@@ -204,14 +228,15 @@ def _lengths_fast(tok: ChatTokenizer, conversations: Sequence[Conversation]) -> 
     row_ids: list[list[int]] = []
     row_shapes: list[_Shape] = []
     for messages in conversations:
-        roles = tuple(role for role, _ in messages)
+        roles = tuple(m.role for m in messages)
         shape = shapes.get(roles, False)
         if shape is False:
             shape = shapes[roles] = _shape(tok, roles)
         if shape is None:
             return None
         ids = []
-        for _, content in messages:
+        for message in messages:
+            content = message.content
             if shape.strip:
                 content = content.strip()
             position = index.get(content)
@@ -229,18 +254,25 @@ def _lengths_fast(tok: ChatTokenizer, conversations: Sequence[Conversation]) -> 
     return prompts, responses
 
 
-def measure(tok: ChatTokenizer, conversations: Sequence[Conversation]) -> tuple[list[int], list[int], str]:
-    """(prompt lengths, response lengths, method) for every conversation."""
+def _plain(conversations: Sequence[Conversation], tools: Sequence[str] | None) -> bool:
+    """No tools, tool calls, tool names or reasoning: only role and text matter to the template."""
+    return not any(tools or ()) and not any(m.tool_calls or m.reasoning or m.name
+                                             for messages in conversations for m in messages)
+
+
+def measure(tok: ChatTokenizer, conversations: Sequence[Conversation],
+            tools: Sequence[str] | None = None) -> tuple[list[int], list[int], str]:
+    """(prompt lengths, response lengths, method) for every conversation, its tool definitions rendered too."""
     try:
-        fast = _lengths_fast(tok, conversations)
+        fast = _lengths_fast(tok, conversations) if _plain(conversations, tools) else None
         sample = range(0, len(conversations), max(1, len(conversations) // _CHECK_SAMPLE))
         if fast is not None and all(
             tok.prompt_response_exact(conversations[i]) == (fast[0][i], fast[1][i]) for i in sample
         ):
             return fast[0], fast[1], "template-pieces"
         prompts, responses = [], []
-        for messages in conversations:
-            p, r = tok.prompt_response_exact(messages)
+        for messages, row_tools in zip(conversations, tools or [""] * len(conversations)):
+            p, r = tok.prompt_response_exact(messages, row_tools)
             prompts.append(p)
             responses.append(r)
         return prompts, responses, "rendered"
@@ -316,6 +348,14 @@ def length_stats(prompts: Sequence[int], responses: Sequence[int], max_length: i
     return stats
 
 
+def window_split(tok: ChatTokenizer, max_length: int) -> TextSplit:
+    """Plain text cut into windows that fit max_length with the BOS/EOS tokens the trainer adds."""
+    if max_length < 3:
+        raise UserError(f"--max-length {max_length}: too short to cut text windows")
+    return TextSplit("window", max_length - 2,
+                     lambda text: tok.tokenizer.encode(text, add_special_tokens=False).offsets, tok.name)
+
+
 def load_chat_tokenizer(spec: str, workspace: Workspace, chat_template: str | None = None) -> ChatTokenizer:
     """The tokenizer of model `spec`; raises NeedsConversion for a GGUF that was never converted."""
     ref = resolve_model(spec, workspace)
@@ -326,18 +366,23 @@ DEFAULT_SAMPLE = 100_000
 
 
 def token_statistics(conversations: Sequence[Conversation], tok: ChatTokenizer, max_length: int,
-                     sample: int | None = DEFAULT_SAMPLE, seed: int = 0) -> dict[str, Any]:
-    """Length statistics of every row, or of a seeded uniform sample of `sample` rows when there are more
-    (then labelled: `measured_rows` < `rows`; a share near 6% is estimated within ±0.15 points at 100,000 rows)."""
+                     sample: int | None = DEFAULT_SAMPLE, seed: int = 0,
+                     tools: Sequence[str] | None = None) -> dict[str, Any]:
+    """Length statistics of every row (its tool definitions rendered by the template count too), or of a
+    seeded uniform sample of `sample` rows when there are more (then labelled: `measured_rows` < `rows`;
+    a share near 6% is estimated within ±0.15 points at 100,000 rows)."""
     if max_length < 1:
         raise UserError(f"--max-length {max_length}: must be a positive number of tokens")
-    measured = conversations
+    measured, measured_tools = conversations, tools
     if sample and len(conversations) > sample:
         chosen = sorted(random.Random(seed).sample(range(len(conversations)), sample))
         measured = [conversations[i] for i in chosen]
+        measured_tools = [tools[i] for i in chosen] if tools else None
     with bulk_allocation():
-        prompts, responses, method = measure(tok, measured)
+        prompts, responses, method = measure(tok, measured, measured_tools)
     stats = length_stats(prompts, responses, max_length)
+    reasoning_turns = sum(1 for messages in conversations for m in messages if m.reasoning)
     stats.update(rows=len(conversations), measured_rows=len(measured), model=tok.name, method=method,
-                 chat_template=tok.template_source)
+                 chat_template=tok.template_source, reasoning_turns=reasoning_turns,
+                 reasoning=("kept" if tok.keeps_reasoning else "dropped") if reasoning_turns else None)
     return stats

@@ -98,6 +98,10 @@ def stats_text(stats: dict[str, Any]) -> Text:
         f"(prompt {stats['prompt_truncated_share']:.1%}, answer {stats['response_truncated_share']:.1%}) · "
         f"suggested max_length {stats['suggested_max_length']}\n"
     )
+    if stats.get("reasoning"):
+        how = ("kept: the chat template renders reasoning_content" if stats["reasoning"] == "kept"
+               else "dropped: the chat template has no place for it")
+        text.append(f"reasoning in {stats['reasoning_turns']} turns {how}\n", style="cyan")
     if stats["warning"]:
         text.append(f"⚠ {stats['warning']}\n", style="bold red")
     return text
@@ -262,13 +266,15 @@ class DataScreen(Screen):
         self.app.call_from_thread(self._show_prepared, prepared)
 
     def _show_prepared(self, prepared: Prepared) -> None:
+        from workbench.core.data.messages import display_text
+
         self.prepared = prepared
         self.stats = None
         table = self.query_one("#preview", DataTable)
         table.clear()
         for number, row in enumerate(prepared.rows[:PREVIEW_ROWS], start=1):
-            prompt = next((c for r, c in reversed(row.messages[:-1]) if r == "user"), "")
-            table.add_row(str(number), str(row.location), clip(prompt, 34), clip(row.messages[-1][1], 28))
+            prompt = next((m.content for m in reversed(row.messages[:-1]) if m.role == "user"), "")
+            table.add_row(str(number), str(row.location), clip(prompt, 34), clip(display_text(row.messages[-1]), 28))
         report = prepared.report()
         mapping = self.query_one("#mapping", Input)
         mapping.placeholder = f"detected: {prepared.mapping.describe()}"
@@ -285,6 +291,8 @@ class DataScreen(Screen):
 
     @staticmethod
     def _schema_text(report: dict[str, Any]) -> Text:
+        from workbench.core.data.prepare import feature_lines
+
         text = Text()
         encoding = f" ({report['encoding']})" if report["encoding"] else ""
         text.append(f"format {report['format']}{encoding} · schema ", style="")
@@ -300,6 +308,8 @@ class DataScreen(Screen):
                 text.append(f"{report[key]} {label}: {examples}\n", style="yellow")
         if report["duplicates_dropped"]:
             text.append(f"{report['duplicates_dropped']} exact duplicates dropped\n", style="yellow")
+        for line in feature_lines(report):
+            text.append(f"{line}\n", style="cyan")
         return text
 
     # -- token lengths ---------------------------------------------------------------------------
@@ -330,7 +340,8 @@ class DataScreen(Screen):
 
         try:
             tok = load_chat_tokenizer(spec, self.app.workspace)
-            stats = token_statistics([row.messages for row in prepared.rows], tok, max_length)
+            stats = token_statistics([row.messages for row in prepared.rows], tok, max_length,
+                                     tools=[row.tools for row in prepared.rows])
         except NeedsConversion:
             if convert:
                 self.app.call_from_thread(self._convert, spec)
