@@ -18,6 +18,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ from workbench.core.report import write_reports
 from workbench.core.runs import RunDir, open_run
 from workbench.core.workspace import Workspace
 from workbench.engine.protocol import emit, run_task
-from workbench.engine.sft_data import to_prompt_completion
+from workbench.core.data.messages import Message, describe_calls, display_text, parse_tool_calls
+from workbench.engine.sft_data import keeps_reasoning, render, row_messages, row_tools
 
 SPLITS = ("test", "val", "train")
 DEFAULT_MAX_NEW_TOKENS = 128
@@ -51,49 +53,90 @@ def split_path(config: RunConfig, split: str, workspace: Workspace) -> Path:
     return path
 
 
-def read_examples(path: Path, limit: int | None) -> list[list[dict[str, str]]]:
-    """Conversations whose last message is the reference answer."""
+@dataclass
+class Example:
+    """One answer to score: the conversation before it and the reference assistant turn."""
+    history: list[Message]
+    reference: Message
+    tools: list[dict] | None
+
+    @property
+    def reference_text(self) -> str:
+        return display_text(self.reference)
+
+    @property
+    def question(self) -> str:
+        return next((m.content for m in reversed(self.history) if m.role == "user"), "")
+
+
+def examples_of(row: dict, system_prompt: str | None) -> list[Example]:
+    """The final answer of a row and, in tool-use rows, every assistant turn that calls a tool."""
+    messages, tools = row_messages(row, system_prompt), row_tools(row)
+    last = len(messages) - 1
+    turns = [i for i, m in enumerate(messages) if m.role == "assistant" and m.tool_calls and i != last] + [last]
+    return [Example(messages[:i], messages[i], tools) for i in turns]
+
+
+def read_examples(path: Path, limit: int | None, system_prompt: str | None = None) -> list[Example]:
+    """The examples of the first `limit` rows (see examples_of)."""
     examples = []
+    rows = 0
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                messages = json.loads(line)["messages"]
+                row = json.loads(line)
+                messages = row["messages"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise UserError(f"{path}:{number}: expected a JSON object with a 'messages' list") from None
             if not isinstance(messages, list) or len(messages) < 2 or messages[-1].get("role") != "assistant":
                 raise UserError(f"{path}:{number}: 'messages' must end with an assistant answer after a prompt")
-            examples.append(messages)
-            if limit is not None and len(examples) >= limit:
+            try:
+                examples.extend(examples_of(row, system_prompt))
+            except ValueError as error:
+                raise UserError(f"{path}:{number}: {error}") from None
+            rows += 1
+            if limit is not None and rows >= limit:
                 break
     if not examples:
         raise UserError(f"{path}: no examples to evaluate")
     return examples
 
 
-def render(tokenizer, messages: list[dict[str, str]], system_prompt: str | None) -> tuple[str, str]:
+def render_example(tokenizer, example: Example) -> tuple[str, str]:
     """(prompt text ending where the answer starts, answer text including the end-of-turn marker).
 
     load_tokenizer gives every tokenizer a chat template (ChatML for base models without one), the same
-    one training used. A template that renders the history differently once the answer is appended
-    (some strip reasoning or whitespace) falls back to the answer followed by EOS.
+    one training used, with the row's tools. A template that renders the history differently once the
+    answer is appended (some strip reasoning or whitespace) falls back to the answer followed by EOS.
     """
-    prompt = to_prompt_completion({"messages": messages}, system_prompt)["prompt"]  # as the trainer saw it
-    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    full_text = tokenizer.apply_chat_template(prompt + [messages[-1]], tokenize=False)
+    keep = keeps_reasoning(tokenizer)
+    prompt_text = render(tokenizer, example.history, example.tools, keep, add_generation_prompt=True)
+    full_text = render(tokenizer, [*example.history, example.reference], example.tools, keep)
     if full_text.startswith(prompt_text):
         return prompt_text, full_text[len(prompt_text):]
-    return prompt_text, messages[-1]["content"] + (tokenizer.eos_token or "")
+    return prompt_text, example.reference.content + (tokenizer.eos_token or "")
 
 
-def encode(tokenizer, messages, system_prompt: str | None, max_length: int) -> tuple[list[int], list[int]]:
+def encode(tokenizer, example: Example, max_length: int) -> tuple[list[int], list[int]]:
     """Prompt ids and answer ids, the prompt cut from the left so that both fit in max_length."""
-    prompt_text, answer_text = render(tokenizer, messages, system_prompt)
+    prompt_text, answer_text = render_example(tokenizer, example)
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer_text, add_special_tokens=False)["input_ids"][: max_length - 1]
     keep = max(1, max_length - len(answer_ids))
     return prompt_ids[-keep:], answer_ids
+
+
+def shown_answer(text: str) -> str:
+    """A generated answer as scored and shown: a tool call as `name(args)`, anything else as written."""
+    calls = parse_tool_calls(text)
+    return describe_calls(calls) if calls else text
+
+
+def call_match(prediction: str, reference: Message) -> float:
+    """1.0 when the answer calls the same functions with the same arguments (as JSON, in any order)."""
+    return float(sorted(parse_tool_calls(prediction)) == sorted(reference.tool_calls))
 
 
 def answer_nll(model, prompt_ids: list[int], answer_ids: list[int]) -> tuple[float, int]:
@@ -170,12 +213,12 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
     if max_new_tokens < 1:
         raise UserError(f"--max-new-tokens {max_new_tokens}: must be at least 1")
     data_file = split_path(config, split, workspace)
-    examples = read_examples(data_file, limit)
+    examples = read_examples(data_file, limit, config.data.system_prompt)
     emit("status", message=f"loading {config.model.name_or_path} + adapter")
     model, tokenizer = load_run_model(run, config, workspace)
-    system_prompt = config.data.system_prompt
-    encoded = [encode(tokenizer, m, system_prompt, config.training.max_length) for m in examples]
-    references = [m[-1]["content"] for m in examples]
+    encoded = [encode(tokenizer, example, config.training.max_length) for example in examples]
+    references = [example.reference_text for example in examples]
+    call_examples = [i for i, example in enumerate(examples) if example.reference.tool_calls]
     batch_size = config.training.per_device_eval_batch_size
     total = len(examples)
 
@@ -188,7 +231,7 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
             model, tokenizer, [p for p, _ in encoded], max_new_tokens, batch_size,
             lambda done: emit("progress", phase=phase, stage="generate", done=done, total=total),
         )
-        return {"nlls": nlls, "answers": answers}
+        return {"nlls": nlls, "raw": answers, "answers": [shown_answer(a) for a in answers]}
 
     with model.disable_adapter():
         results = {"base": run_phase("base")}
@@ -200,9 +243,13 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
         tokens = sum(c for _, c in result["nlls"])
         mean_nll = nll_sum / tokens
         result["scores"] = scores_per_example(result["answers"], references)
+        calls = [call_match(result["raw"][i], examples[i].reference) for i in call_examples]
+        for i, score in zip(call_examples, calls):
+            result["scores"][i]["call_match"] = score
         summary[phase] = {"perplexity": math.exp(mean_nll), "mean_nll": mean_nll, "answer_tokens": tokens,
-                          **corpus_scores(result["answers"], references, result["scores"])}
-    compared = ("perplexity", "mean_nll", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match")
+                          **corpus_scores(result["answers"], references, result["scores"]),
+                          "call_match": sum(calls) / len(calls) if calls else None, "call_examples": len(calls)}
+    compared = ("perplexity", "mean_nll", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "call_match")
     delta = {name: (summary["tuned"][name] - summary["base"][name])
              if summary["tuned"][name] is not None and summary["base"][name] is not None else None
              for name in compared}
@@ -223,10 +270,10 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
         "duration_s": time.time() - started,
     }
     predictions = []
-    for index, messages in enumerate(examples):
+    for index, example in enumerate(examples):
         record = {
             "index": index,
-            "prompt": messages[-2]["content"],
+            "prompt": example.question,
             "reference": references[index],
             "base": results["base"]["answers"][index],
             "tuned": results["tuned"]["answers"][index],
