@@ -166,6 +166,13 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
         peft_config=lora_config(config),
         callbacks=callbacks,
     )
+    if len(trainer.train_dataset) == 0:  # TRL drops rows whose every label was cut off by max_length
+        raise UserError(f"{config.data.path}: at training.max_length {config.training.max_length} no training row "
+                        f"keeps any answer token (the prompts, tool definitions included, are longer); raise "
+                        f"training.max_length ('data inspect FILE --model M' shows the lengths)")
+    dropped = len(train) - len(trainer.train_dataset)
+    if dropped:
+        log(f"{dropped} of {len(train)} training rows lost every answer token to training.max_length and were dropped")
     trainable, total = count_parameters(trainer.model)
     log(f"precision {precision}, gradient checkpointing {'on' if checkpointing else 'off'}, "
         f"padding-free {'on' if padding_free else 'off'}"

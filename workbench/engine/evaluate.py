@@ -135,8 +135,14 @@ def shown_answer(text: str) -> str:
 
 
 def call_match(prediction: str, reference: Message) -> float:
-    """1.0 when the answer calls the same functions with the same arguments (as JSON, in any order)."""
-    return float(sorted(parse_tool_calls(prediction)) == sorted(reference.tool_calls))
+    """1.0 when the answer makes the same calls (name and arguments as JSON values), in any order."""
+    predicted = list(parse_tool_calls(prediction))
+    for expected in reference.tool_calls:
+        match = next((call for call in predicted if call.same_call(expected)), None)
+        if match is None:
+            return 0.0
+        predicted.remove(match)
+    return float(not predicted)
 
 
 def answer_nll(model, prompt_ids: list[int], answer_ids: list[int]) -> tuple[float, int]:

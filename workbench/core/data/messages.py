@@ -17,7 +17,11 @@ from typing import Any, NamedTuple, Sequence
 
 class ToolCall(NamedTuple):
     name: str
-    arguments: str  # canonical JSON (sorted keys) of the arguments object
+    arguments: str  # JSON of the arguments object, in the data's key order
+
+    def same_call(self, other: "ToolCall") -> bool:
+        """Same function and arguments, compared as JSON values (key order does not matter)."""
+        return self.name == other.name and json.loads(self.arguments) == json.loads(other.arguments)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "function", "function": {"name": self.name, "arguments": json.loads(self.arguments)}}
@@ -44,8 +48,9 @@ class Message(NamedTuple):
 Conversation = tuple[Message, ...]
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+def compact_json(value: Any) -> str:
+    """JSON text in the data's key order: what the template renders is what the data said."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def make_tool_call(name: Any, arguments: Any) -> ToolCall:
@@ -61,7 +66,7 @@ def make_tool_call(name: Any, arguments: Any) -> ToolCall:
             raise ValueError(f"tool call {name!r}: arguments are not JSON") from None
     if not isinstance(arguments, dict):
         raise ValueError(f"tool call {name!r}: arguments must be a JSON object")
-    return ToolCall(name.strip(), canonical_json(arguments))
+    return ToolCall(name.strip(), compact_json(arguments))
 
 
 def call_from_object(value: Any) -> ToolCall:
@@ -74,7 +79,7 @@ def call_from_object(value: Any) -> ToolCall:
 
 
 def normalize_tools(value: Any) -> str:
-    """A row's tool definitions (a list, or JSON text of one) as canonical JSON of OpenAI-style tools;
+    """A row's tool definitions (a list, or JSON text of one) as JSON text of OpenAI-style tools;
     "" when there are none. Bare function schemas ({"name", "parameters"}) are wrapped as functions."""
     if value is None or value == "" or value == []:
         return ""
@@ -89,7 +94,7 @@ def normalize_tools(value: Any) -> str:
         raise ValueError("tools: expected a list of function definitions")
     tools = [tool if "function" in tool or "name" not in tool else {"type": "function", "function": tool}
              for tool in value]
-    return canonical_json(tools) if tools else ""
+    return compact_json(tools) if tools else ""
 
 
 def message_from_dict(value: dict[str, Any]) -> Message:

@@ -24,7 +24,7 @@ class Row:
     stratum: str | None = None
     # The dialogue of a dialogue_summary row, so that the instruction can be re-phrased (augmentation).
     dialogue: str | None = None
-    tools: str = ""  # canonical JSON of the row's tool definitions
+    tools: str = ""  # JSON text of the row's tool definitions
     rejected: Conversation = ()  # preference data: the rejected answer, kept for preference training
 
 
@@ -143,12 +143,13 @@ def prompt_key(messages: Conversation) -> str:
 
 def prepare(path: str | Path, mapping: dict[str, str] | None = None, skip_bad: bool = False,
             system_prompt: str | None = None, stratify: str | None = None,
-            text_split: TextSplit = TextSplit()) -> Prepared:
+            text_split: TextSplit | None = None) -> Prepared:
     with bulk_allocation():
         return _prepare(path, mapping, skip_bad, system_prompt, stratify, text_split)
 
 
 def _prepare(path, mapping, skip_bad, system_prompt, stratify, text_split) -> Prepared:
+    text_split = text_split or TextSplit()
     source = read_source(path, skip_bad=skip_bad, text_split=text_split)
     name = source.path.name
     if not source.records:

@@ -72,7 +72,7 @@ class RowError(ValueError):
 
 class Normalized(NamedTuple):
     messages: Conversation
-    tools: str = ""  # canonical JSON of the row's tool definitions
+    tools: str = ""  # JSON text of the row's tool definitions
     rejected: Conversation = ()  # preference data: the rejected answer
 
 

@@ -136,6 +136,7 @@ class DataScreen(Screen):
         super().__init__()
         self.converter_factory = converter_factory
         self.prepared: Prepared | None = None
+        self.text_split = None  # how the loaded plain-text file was cut (core.data.TextSplit), reused by split
         self.stats: dict[str, Any] | None = None
         self.converter: JobClient | None = None
         self.suggested_name = ""
@@ -173,6 +174,8 @@ class DataScreen(Screen):
                 Static(id="schema-info"),
                 row(Label("Mapping"), Input(placeholder="e.g. prompt=질문,response=답변 or schema=qa", id="mapping")),
                 row(Label("System"), Input(placeholder="system prompt for rows without one (optional)", id="system")),
+                row(Label("Text split"), Input(placeholder=".txt/.md: paragraphs (blank lines) or window "
+                                                           "(max_length tokens of the model)", id="text-split")),
             ),
             "tab-lengths": VerticalScroll(
                 row(Label("Model"), Input(DEFAULT_MODEL, id="model"),
@@ -239,7 +242,7 @@ class DataScreen(Screen):
     def action_focus_path(self) -> None:
         self.query_one("#path", Input).focus()
 
-    @on(Input.Submitted, "#path, #mapping, #system")
+    @on(Input.Submitted, "#path, #mapping, #system, #text-split")
     def _reload(self) -> None:
         self.load()
 
@@ -252,17 +255,30 @@ class DataScreen(Screen):
             return
         self.set_status(f"loading {path} …")
         self._load(path, self.query_one("#mapping", Input).value, self.query_one("#system", Input).value,
-                   self.query_one("#stratify", Input).value.strip() or None)
+                   self.query_one("#stratify", Input).value.strip() or None,
+                   self.query_one("#text-split", Input).value.strip() or "paragraphs",
+                   self.query_one("#model", Input).value.strip(), self.query_one("#max-length", Input).value)
 
     @work(thread=True, exclusive=True, group="load")
-    def _load(self, path: str, mapping: str, system: str, stratify: str | None) -> None:
-        from workbench.core.data import parse_mapping, prepare
+    def _load(self, path: str, mapping: str, system: str, stratify: str | None, text_mode: str, model: str,
+              max_length: str) -> None:
+        from workbench.core.data import TextSplit, load_chat_tokenizer, parse_mapping, prepare, window_split
+        from workbench.core.data.formats import TEXT_SPLITS
 
         try:
-            prepared = prepare(path, parse_mapping(mapping), skip_bad=True, system_prompt=system, stratify=stratify)
+            if text_mode not in TEXT_SPLITS:
+                raise UserError(f"Text split {text_mode!r}: choose {' or '.join(TEXT_SPLITS)}")
+            text_split = TextSplit()
+            if text_mode == "window":
+                if not max_length.isdigit():
+                    raise UserError("Text split window: set max_length (Lengths tab) to the window's tokens")
+                text_split = window_split(load_chat_tokenizer(model, self.app.workspace), int(max_length))
+            prepared = prepare(path, parse_mapping(mapping), skip_bad=True, system_prompt=system, stratify=stratify,
+                               text_split=text_split)
         except UserError as error:
             self.app.call_from_thread(self.set_status, str(error), True)
             return
+        self.text_split = text_split
         self.app.call_from_thread(self._show_prepared, prepared)
 
     def _show_prepared(self, prepared: Prepared) -> None:
@@ -423,7 +439,7 @@ class DataScreen(Screen):
         try:
             if stratify != prepared.stratify:  # the strata are read while loading
                 prepared = prepare(prepared.source.path, parse_mapping(mapping), skip_bad=True,
-                                   system_prompt=prepared.system_prompt, stratify=stratify)
+                                   system_prompt=prepared.system_prompt, stratify=stratify, text_split=self.text_split)
             manifest = split_dataset(prepared, out, ratios, seed=seed, augment_templates=augment,
                                      token_stats=self.stats if self.stats and self.stats["rows"] == len(prepared.rows)
                                      else None)
