@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     parser.add_argument("--prompt", required=True, metavar="TEXT", help="the question ('-' reads stdin)")
     parser.add_argument("--system", metavar="TEXT", help="system prompt (chat mode)")
     parser.add_argument("--raw", action="store_true", help="no chat template: continue the text (base models)")
+    parser.add_argument("--tools", metavar="FILE", help="JSON file of tool definitions offered to the model (a list, "
+                                                        "or a prepared row's {\"tools\": [...]}); calls are shown parsed")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--sample", dest="do_sample", action="store_true", default=None,
                       help="sample (default when --temperature, --top-p or --top-k is given)")
@@ -92,6 +94,28 @@ def _targets(args: argparse.Namespace, workspace):
     return adapters, panes
 
 
+def _tools(path: str) -> list:
+    """Tool definitions from a JSON file: a list of tools, or an object holding one under "tools"."""
+    import json
+    from pathlib import Path
+
+    from workbench.core.data.messages import normalize_tools
+
+    try:
+        value = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"--tools {path}: cannot read JSON ({error})") from None
+    if isinstance(value, dict) and "tools" in value:
+        value = value["tools"]
+    try:
+        text = normalize_tools(value)
+    except ValueError as error:
+        raise UserError(f"--tools {path}: {error}") from None
+    if not text:
+        raise UserError(f"--tools {path}: no tool definitions")
+    return json.loads(text)
+
+
 class _TextPrinter:
     """Human output: a header per pane, tokens as they arrive, a stats line; progress to stderr."""
 
@@ -111,6 +135,8 @@ class _TextPrinter:
         elif kind == "token":
             out.write(fields["text"])
         elif kind == "pane_end":
+            if fields.get("shown_calls"):
+                out.write(f"\n→ tool call: {fields['shown_calls']}")
             ttft = f"{fields['ttft_s']:.2f}s to first token, " if fields["ttft_s"] is not None else ""
             rate = f"{fields['tokens_per_s']:.1f} tokens/s, " if fields["tokens_per_s"] is not None else ""
             out.write(f"\n[{fields['tokens']} tokens, {ttft}{rate}{fields['finish']}]\n")
@@ -129,6 +155,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not prompt.strip():
         raise UserError("--prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
     params = _params(args)
+    tools = _tools(args.tools) if args.tools else None
     adapters, panes = _targets(args, workspace)
     model = choose_base_model(args.model, adapters, workspace)
     resolve_model(model, workspace)  # a wrong --model is named now, not after seconds of importing torch
@@ -141,7 +168,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     playground = Playground(workspace)
     playground.load(load["model"], load["adapters"], emit, load.get("model_section"), load.get("quantization"))
     stop = threading.Event()
-    request = {"prompt": prompt, "system": args.system, "raw": args.raw,
+    request = {"prompt": prompt, "system": args.system, "raw": args.raw, "tools": tools,
                "params": params.model_dump(), "panes": panes}
     try:
         playground.run_request(request, emit, stop.is_set)

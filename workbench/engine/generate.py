@@ -8,9 +8,10 @@ Requests (stdin, one JSON object a line):
   {"type": "load", "model": SPEC, "adapters": [{"name", "path", "base_model", "run"}],
    "model_section": {...}?, "quantization": {...}?}
   {"type": "generate", "prompt": TEXT, "system": TEXT?, "raw": false, "params": {...},
-   "panes": [{"pane": "left", "adapter": null | NAME}, ...]}
+   "tools": [tool definitions]?, "panes": [{"pane": "left", "adapter": null | NAME}, ...]}
   {"type": "cancel"}   stops the running generation and any generate request already sent
-Messages (stdout): progress, ready, pane_start, token, pane_end, done, error (see the emit calls).
+Messages (stdout): progress, ready, pane_start, token, pane_end, done, error (see the emit calls). With
+tools, the chat template offers them to the model, and pane_end carries the tool calls parsed from the answer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
 import sys
 import threading
 import time
@@ -29,6 +31,7 @@ import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
 
 from workbench.core.config import ModelSection, QuantizationSection
+from workbench.core.data.messages import describe_calls, normalize_tools, parse_tool_calls
 from workbench.core.errors import UserError
 from workbench.core.generation import (
     BASE,
@@ -148,7 +151,8 @@ class Playground:
         return limit if isinstance(limit, int) and 0 < limit < 10_000_000 else 2048
 
     # -- prompts ----------------------------------------------------------------------------------
-    def encode(self, prompt: str, system: str | None, raw: bool, max_new_tokens: int) -> tuple[list[int], int]:
+    def encode(self, prompt: str, system: str | None, raw: bool, max_new_tokens: int,
+               tools: list[dict] | None = None) -> tuple[list[int], int]:
         """Prompt token ids that leave room for max_new_tokens, cut from the left of the user text."""
         context = self.context_length()
         if max_new_tokens >= context:
@@ -166,7 +170,7 @@ class Playground:
             content = content if keeps_content else with_specials
             return left_truncate(prefix, content, [], budget)
         rendered = self.tokenizer.apply_chat_template(
-            build_messages(prompt, system), tokenize=False, add_generation_prompt=True
+            build_messages(prompt, system), tools=tools, tokenize=False, add_generation_prompt=True
         )
         whole = tokenize(rendered)  # in one piece unless it must be cut: pieces may tokenize differently
         if len(whole) <= budget:
@@ -254,7 +258,14 @@ class Playground:
         prompt = request.get("prompt") or ""
         if not prompt.strip():
             raise UserError("the prompt is empty")
-        input_ids, dropped = self.encode(prompt, request.get("system"), bool(request.get("raw")), params.max_new_tokens)
+        try:
+            tools = json.loads(normalize_tools(request.get("tools")) or "null")
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        if tools and request.get("raw"):
+            raise UserError("tools need the chat template: turn raw mode off")
+        input_ids, dropped = self.encode(prompt, request.get("system"), bool(request.get("raw")), params.max_new_tokens,
+                                         tools)
         panes = request.get("panes") or [{"pane": "left", "adapter": None}]
         for pane in panes:
             name = pane["pane"]
@@ -266,7 +277,9 @@ class Playground:
                  truncated=dropped > 0, truncated_tokens=dropped)
             result = self.generate(pane.get("adapter"), input_ids, params, should_stop,
                                    lambda text, count, name=name: emit("token", pane=name, text=text, tokens=count))
-            emit("pane_end", pane=name, adapter=pane.get("adapter"), **result)
+            calls = parse_tool_calls(result["text"]) if tools else ()
+            emit("pane_end", pane=name, adapter=pane.get("adapter"), **result,
+                 tool_calls=[call.to_dict()["function"] for call in calls], shown_calls=describe_calls(calls))
         emit("done", id=request.get("id"))
 
 

@@ -174,7 +174,9 @@ class AnswerPane(VerticalScroll):
             return
         self.answer.text = result.get("text", self.answer.text)
         self.answer.finished = True
-        self.query_one(".answer-text", Static).update(self.answer.text)
+        # A tool call is shown as the call it is, not as the template's markup around it.
+        shown = f"→ tool call\n{result['shown_calls']}" if result.get("shown_calls") else self.answer.text
+        self.query_one(".answer-text", Static).update(shown)
         self.border_subtitle = format_stats(result, truncated)
         self._show_title()
 
