@@ -144,3 +144,40 @@ async def test_path_completion_suggests_files_and_directories(tmp_path):
     assert await suggester.get_suggestion(str(tmp_path / "tax")) == str(tmp_path / "tax_qa.jsonl")
     assert await suggester.get_suggestion(str(tmp_path / "tab")) == str(tmp_path / "tables") + "/"
     assert await suggester.get_suggestion(str(tmp_path / "zzz")) is None
+
+
+async def test_tool_calls_preference_and_text_files_are_explained(workspace, tmp_path, tiny_llama):
+    from data_helpers import openai_tool_rows, write_jsonl
+
+    tools_file = write_jsonl(tmp_path / "agent.jsonl", openai_tool_rows(12))
+    screen = DataScreen()
+    async with DataApp(workspace, screen).run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: screen.prepared is not None)
+        await set_input(pilot, screen, "#path", str(tools_file), submit=True)
+        await wait_until(pilot, lambda: screen.prepared.source.path == tools_file)
+        schema = text_of(screen, "#schema-info")
+        assert "schema messages" in schema and "tool calling: 12 rows with tool definitions, 12 calls" in schema
+        assert screen.query_one("#preview", DataTable).get_row_at(0)[3].startswith("It is 0 degrees")
+        await set_input(pilot, screen, "#model", str(tiny_llama))
+        await set_input(pilot, screen, "#max-length", "2048")
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: screen.stats is not None)
+        assert screen.stats["method"] == "rendered"  # with the tools in every prompt
+
+        preference = write_jsonl(tmp_path / "dpo.jsonl", [{"prompt": f"q{i}", "chosen": "좋다", "rejected": "나쁘다"}
+                                                          for i in range(10)])
+        await set_input(pilot, screen, "#path", str(preference), submit=True)
+        await wait_until(pilot, lambda: screen.prepared.source.path == preference)
+        assert "'rejected' is kept in the prepared rows" in text_of(screen, "#schema-info")
+
+        book = tmp_path / "book.txt"
+        book.write_text(" ".join(f"w{i}" for i in range(200)), encoding="utf-8")
+        await set_input(pilot, screen, "#max-length", "40")
+        await set_input(pilot, screen, "#text-split", "window")
+        await set_input(pilot, screen, "#path", str(book), submit=True)
+        await wait_until(pilot, lambda: screen.prepared.source.path == book)
+        assert screen.prepared.source.format == "text:window" and len(screen.prepared.rows) > 3
+        assert "windows of 38 tokens" in text_of(screen, "#schema-info")
+        await set_input(pilot, screen, "#name", "book")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: (workspace.datasets / "book" / "manifest.json").exists())

@@ -146,7 +146,7 @@ class DataScreen(Screen):
         yield Header()
         with Horizontal(classes="row"):
             yield Label("File")
-            yield Input(placeholder="path (ctrl+o): .jsonl .json .csv .tsv .parquet, save_to_disk dir", id="path",
+            yield Input(placeholder="path (ctrl+o): .jsonl .json .csv .tsv .parquet .txt .md, dataset dir", id="path",
                         suggester=PathSuggester())
         with TabbedContent(id="tabs"):
             with TabPane("Preview", id="tab-preview"):
@@ -174,8 +174,8 @@ class DataScreen(Screen):
                 Static(id="schema-info"),
                 row(Label("Mapping"), Input(placeholder="e.g. prompt=질문,response=답변 or schema=qa", id="mapping")),
                 row(Label("System"), Input(placeholder="system prompt for rows without one (optional)", id="system")),
-                row(Label("Text split"), Input(placeholder=".txt/.md: paragraphs (blank lines) or window "
-                                                           "(max_length tokens of the model)", id="text-split")),
+                row(Label("Text split"), Input(placeholder=".txt/.md: paragraphs | window (max_length tokens)",
+                                               id="text-split")),
             ),
             "tab-lengths": VerticalScroll(
                 row(Label("Model"), Input(DEFAULT_MODEL, id="model"),
@@ -301,8 +301,13 @@ class DataScreen(Screen):
         self.query_one("#stats", Static).update("Press ctrl+l to measure token lengths.")
         self.query_one("#histogram", Static).update("")
         dropped = report["bad_rows"] + report["empty_prompt"] + report["empty_response"] + report["duplicates_dropped"]
+        features = report["features"]
+        extras = [f"{count} {label}" for count, label in ((features["tool_call_rows"], "with tool calls"),
+                                                         (features["preference_rows"], "preference pairs"),
+                                                         (features["reasoning_turns"], "reasoning turns")) if count]
         self.set_status(f"{prepared.source.path.name}: {report['usable_rows']} usable rows, schema "
-                        f"{report['schema']}" + (f", {dropped} dropped (see Schema)" if dropped else ""))
+                        f"{report['schema']}" + "".join(f", {extra}" for extra in extras)
+                        + (f", {dropped} dropped (see Schema)" if dropped else ""))
         self.measure_lengths(convert=False)  # shown at once when the tokenizer is at hand
 
     @staticmethod
