@@ -19,8 +19,11 @@ def test_sharegpt_tool_calls_become_call_and_tool_turns(tmp_path):
     assert prepared.mapping.schema == "sharegpt" and prepared.mapping.columns["tools"] == "tools"
     row = prepared.rows[3]
     assert [m.role for m in row.messages] == ["user", "assistant", "tool", "assistant"]
-    assert row.messages[1].tool_calls == (ToolCall("get_weather", '{"city": "도시3"}'),)
+    (call,) = row.messages[1].tool_calls
+    assert (call.name, call.arguments) == ("get_weather", '{"city": "도시3"}')
+    assert len(call.id) == 9 and call.id.isalnum()  # the form Mistral's templates require
     assert row.messages[2].name == "get_weather" and row.messages[2].content == '{"temp": 23}'
+    assert row.messages[2].tool_call_id == call.id  # the observation answers the call before it
     assert json.loads(row.tools) == [{"type": "function", "function": WEATHER_TOOL}]  # bare schema wrapped
     features = prepared.report()["features"]
     assert features == {"rows_with_tools": 10, "tool_call_rows": 10, "tool_calls": 10, "tool_results": 10,
@@ -31,8 +34,9 @@ def test_openai_tool_calls_keep_ids_names_and_tools(tmp_path):
     prepared = prepare(write_jsonl(tmp_path / "openai.jsonl", openai_tool_rows()))
     assert prepared.mapping.schema == "messages" and len(prepared.rows) == 10
     call, result = prepared.rows[0].messages[2], prepared.rows[0].messages[3]
-    assert call.content == "" and call.tool_calls == (ToolCall("get_weather", '{"city": "c0"}'),)
+    assert call.content == "" and [c[:2] for c in call.tool_calls] == [("get_weather", '{"city": "c0"}')]
     assert result.role == "tool" and result.name == "get_weather"  # named through tool_call_id
+    assert result.tool_call_id == call.tool_calls[0].id != "call_0" and len(result.tool_call_id) == 9
 
 
 def test_split_writes_tools_calls_and_rejected_into_prepared_rows(tmp_path):
@@ -46,7 +50,8 @@ def test_split_writes_tools_calls_and_rejected_into_prepared_rows(tmp_path):
     assert row["tools"] == [{"type": "function", "function": WEATHER_TOOL}]
     assert row["messages"][2]["tool_calls"][0]["function"]["name"] == "get_weather"
     assert isinstance(row["messages"][2]["tool_calls"][0]["function"]["arguments"], dict)
-    assert row["messages"][3] == {"role": "tool", "content": row["messages"][3]["content"], "name": "get_weather"}
+    assert row["messages"][3] == {"role": "tool", "content": row["messages"][3]["content"], "name": "get_weather",
+                                  "tool_call_id": row["messages"][2]["tool_calls"][0]["id"]}
 
 
 def test_content_parts_are_joined_and_reasoning_parts_kept_apart(tmp_path):

@@ -52,6 +52,7 @@ def test_masks_cover_calls_and_answers_never_tool_results(tmp_path, tokenizer):
     messages = [message_from_dict(m) for m in row["messages"]]
     encoded = tokenize_with_assistant_masks(tokenizer, messages, row["tools"], False)
     ids, masks = encoded["input_ids"], encoded["assistant_masks"]
+    assert encoded["all_turns"]
     trained = tokenizer.decode([t for t, m in zip(ids, masks) if m])
     ignored = tokenizer.decode([t for t, m in zip(ids, masks) if not m])
     answer = messages[4].content

@@ -142,10 +142,10 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     model, tokenizer, _ = load_for_config(config, workspace, log=log, dtype=dtype)
     if getattr(model.config, "is_encoder_decoder", False):
         raise UserError(f"model {config.model.name_or_path!r} is encoder-decoder; the trainer fine-tunes causal LMs only")
-    train = load_split(config.data, config.data.train_file, tokenizer)
+    train = load_split(config.data, config.data.train_file, tokenizer, log)
     if train is None:
         raise UserError(f"{config.data.path}/{config.data.train_file}: training split is missing or empty")
-    evaluation = load_split(config.data, config.data.val_file, tokenizer)
+    evaluation = load_split(config.data, config.data.val_file, tokenizer, log)
     checkpointing = resolve_gradient_checkpointing(config, model)
     args = sft_config(config, str(run.checkpoints_path), precision, evaluation is not None, checkpointing)
     callbacks = []

@@ -76,12 +76,14 @@ def assistant_spans(tokenizer, messages: list[Message], tools: list[dict] | None
 
 def tokenize_with_assistant_masks(tokenizer, messages: list[Message], tools: list[dict] | None,
                                   keep_reasoning: bool) -> dict[str, list[int]]:
-    """input_ids and assistant_masks (1 on tokens of assistant turns) of one conversation."""
+    """input_ids and assistant_masks (1 on tokens of assistant turns) of one conversation, and whether every
+    assistant turn could be masked (`all_turns`: False when only the final answer could)."""
     text, spans = assistant_spans(tokenizer, messages, tools, keep_reasoning)
+    all_turns = len(spans) == sum(1 for m in messages if m.role == "assistant")
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     masks = [int(any(start <= token_start < end for start, end in spans))
              for token_start, _ in encoded["offset_mapping"]]
-    return {"input_ids": encoded["input_ids"], "assistant_masks": masks}
+    return {"input_ids": encoded["input_ids"], "assistant_masks": masks, "all_turns": all_turns}
 
 
 def check_rows(path: Path, rows) -> None:
@@ -120,7 +122,7 @@ def split_kind(rows: list[dict], reasoning_kept: bool) -> str:
     return "chat"
 
 
-def load_split(data: DataSection, file_name: str | None, tokenizer):
+def load_split(data: DataSection, file_name: str | None, tokenizer, log=lambda message: None):
     """A datasets.Dataset the trainer takes as is, or None when the split is absent or empty."""
     if not file_name or not data.path:
         return None
@@ -144,5 +146,9 @@ def load_split(data: DataSection, file_name: str | None, tokenizer):
                     tokenizer, row_messages(row, data.system_prompt), row_tools(row), reasoning_kept))
             except (ValueError, TemplateError) as error:
                 raise UserError(f"{path} line {number}: the chat template cannot train this row ({error})") from None
+        final_only = sum(1 for row in tokenized if not row.pop("all_turns"))
+        if final_only:  # e.g. Mistral's templates move the system prompt to the last user turn
+            log(f"{file_name}: in {final_only} of {len(rows)} rows the chat template renders the history "
+                f"differently once later turns exist, so only their final answer is trained")
         return Dataset.from_list(tokenized)
     return Dataset.from_list([to_prompt_completion(row, data.system_prompt) for row in rows])

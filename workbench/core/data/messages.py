@@ -10,6 +10,7 @@ render.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any, NamedTuple, Sequence
@@ -18,13 +19,16 @@ from typing import Any, NamedTuple, Sequence
 class ToolCall(NamedTuple):
     name: str
     arguments: str  # JSON of the arguments object, in the data's key order
+    id: str = ""  # links the call to its result; 9 alphanumerics, the form Mistral's templates require
 
     def same_call(self, other: "ToolCall") -> bool:
         """Same function and arguments, compared as JSON values (key order does not matter)."""
         return self.name == other.name and json.loads(self.arguments) == json.loads(other.arguments)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "function", "function": {"name": self.name, "arguments": json.loads(self.arguments)}}
+        call: dict[str, Any] = {"type": "function", "function": {"name": self.name,
+                                                                 "arguments": json.loads(self.arguments)}}
+        return {"id": self.id, **call} if self.id else call
 
 
 class Message(NamedTuple):
@@ -33,6 +37,7 @@ class Message(NamedTuple):
     tool_calls: tuple[ToolCall, ...] = ()
     reasoning: str = ""
     name: str = ""  # the function a `tool` result answers
+    tool_call_id: str = ""  # the call a `tool` result answers
 
     def to_dict(self, keep_reasoning: bool = True) -> dict[str, Any]:
         message: dict[str, Any] = {"role": self.role, "content": self.content}
@@ -40,6 +45,8 @@ class Message(NamedTuple):
             message["tool_calls"] = [call.to_dict() for call in self.tool_calls]
         if self.name:
             message["name"] = self.name
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
         if self.reasoning and keep_reasoning:
             message["reasoning_content"] = self.reasoning
         return message
@@ -51,6 +58,12 @@ Conversation = tuple[Message, ...]
 def compact_json(value: Any) -> str:
     """JSON text in the data's key order: what the template renders is what the data said."""
     return json.dumps(value, ensure_ascii=False)
+
+
+def call_id(*parts: Any) -> str:
+    """A 9-character alphanumeric call id, derived from the data's own id (or the call's position), the same
+    for a call and its result: Mistral's templates refuse any other form, the others ignore ids."""
+    return hashlib.sha1("|".join(map(str, parts)).encode("utf-8")).hexdigest()[:9]
 
 
 def make_tool_call(name: Any, arguments: Any) -> ToolCall:
@@ -100,8 +113,10 @@ def normalize_tools(value: Any) -> str:
 def message_from_dict(value: dict[str, Any]) -> Message:
     """A prepared file's message dict back into a Message (the inverse of Message.to_dict)."""
     calls = tuple(call_from_object(call) for call in value.get("tool_calls") or ())
+    calls = tuple(call._replace(id=str(item.get("id") or "")) for call, item in zip(calls, value.get("tool_calls") or ()))
     return Message(str(value["role"]), str(value.get("content") or ""), calls,
-                   str(value.get("reasoning_content") or ""), str(value.get("name") or ""))
+                   str(value.get("reasoning_content") or ""), str(value.get("name") or ""),
+                   str(value.get("tool_call_id") or ""))
 
 
 def template_messages(messages: Sequence[Message], keep_reasoning: bool) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
 from workbench.core.data.messages import (
-    Conversation, Message, ToolCall, call_from_object, normalize_tools,
+    Conversation, Message, ToolCall, call_from_object, call_id, normalize_tools,
 )
 from workbench.core.errors import UserError
 
@@ -235,7 +235,8 @@ def _turns(value: Any, field: str, role_key: str, content_key: str, final: bool 
     if not isinstance(value, list) or not value:
         raise RowError(f"field {field!r}: expected a non-empty list of messages")
     turns: list[Message] = []
-    call_names: dict[str, str] = {}  # tool_call_id -> function name, to name the results
+    ids: dict[str, str] = {}  # the data's call id -> ours
+    pending: list[ToolCall] = []  # calls of the latest call turn not answered yet, in order
     for index, message in enumerate(value):
         where = f"{field}[{index}]"
         if not isinstance(message, dict) or role_key not in message:
@@ -245,33 +246,45 @@ def _turns(value: Any, field: str, role_key: str, content_key: str, final: bool 
         if role is None:
             raise RowError(f"field {field!r} message {index + 1}: unsupported role {message[role_key]!r}")
         if raw_role in _CALL_ROLES:
-            calls = _calls(message.get(content_key), where)
+            calls = _identified(_calls(message.get(content_key), where), [], index, ids)
+            pending = list(calls)
             if turns and turns[-1].role == "assistant" and not turns[-1].tool_calls:  # text, then its call
                 turns[-1] = turns[-1]._replace(tool_calls=calls)
             else:
                 turns.append(Message("assistant", "", calls))
             continue
         text, reasoning = _content(message, content_key, f"{where}.{content_key}")
-        calls = _calls(message["tool_calls"], f"{where}.tool_calls") if message.get("tool_calls") else ()
-        for call, item in zip(calls, message.get("tool_calls") or ()):
-            if isinstance(item, dict) and item.get("id"):
-                call_names[str(item["id"])] = call.name
-        name = ""
+        calls = ()
+        if message.get("tool_calls"):
+            items = message["tool_calls"]
+            calls = _identified(_calls(items, f"{where}.tool_calls"), items if isinstance(items, list) else [], index,
+                                ids)
+            pending = list(calls)
         if role == "tool":
-            name = str(message.get("name") or call_names.get(str(message.get("tool_call_id")), "")
-                       or _last_call_name(turns))
-        turns.append(Message(role, text, calls, reasoning, name))
+            answered = ids.get(str(message.get("tool_call_id") or ""))
+            call = next((c for c in pending if c.id == answered), None) or (pending[0] if pending else None)
+            if call is not None:
+                pending.remove(call)
+            turns.append(Message("tool", text, (), reasoning, str(message.get("name") or (call.name if call else "")),
+                                 call.id if call else ""))
+            continue
+        turns.append(Message(role, text, calls, reasoning))
     if final and turns[-1].role != "assistant":
         raise RowError(f"field {field!r}: the last message must be the assistant's answer")
     return turns
 
 
-def _last_call_name(turns: list[Message]) -> str:
-    """A ShareGPT observation names no function: it answers the latest call when there was one."""
-    for turn in reversed(turns):
-        if turn.tool_calls:
-            return turn.tool_calls[-1].name if len(turn.tool_calls) == 1 else ""
-    return ""
+def _identified(calls: tuple[ToolCall, ...], items: list, turn: int, ids: dict[str, str]) -> tuple[ToolCall, ...]:
+    """Calls with our ids: derived from the data's id where it has one, else from the call's position."""
+    result = []
+    for number, call in enumerate(calls):
+        item = items[number] if number < len(items) else None
+        given = str(item.get("id") or "") if isinstance(item, dict) else ""
+        new_id = call_id(given) if given else call_id(turn, number, call.name)
+        if given:
+            ids[given] = new_id
+        result.append(call._replace(id=new_id))
+    return tuple(result)
 
 
 def summary_instruction(dialogue: str, variant: int = 0) -> str:
