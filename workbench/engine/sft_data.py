@@ -134,6 +134,9 @@ def load_split(data: DataSection, file_name: str | None, tokenizer, log=lambda m
     rows = read_rows(path)
     reasoning_kept = keeps_reasoning(tokenizer)
     kind = split_kind(rows, reasoning_kept)
+    reasoning = sum(1 for row in rows for message in row["messages"] if message.get("reasoning_content"))
+    if reasoning and not reasoning_kept:
+        log(f"{file_name}: reasoning of {reasoning} assistant turns dropped (the chat template has no place for it)")
     if kind == "text":
         return Dataset.from_dict({"text": [row["messages"][0]["content"] for row in rows]})
     if kind == "agentic":
