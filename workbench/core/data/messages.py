@@ -128,10 +128,6 @@ def template_supports_reasoning(template_source: str) -> bool:
     return "reasoning_content" in template_source
 
 
-def has_tool_turns(messages: Sequence[Message]) -> bool:
-    return any(m.tool_calls or m.role == "tool" for m in messages)
-
-
 # Tool calls as the common templates write them: Hermes/Qwen `<tool_call>{...}</tool_call>`, Mistral
 # `[TOOL_CALLS][...]`, Llama 3.1 a bare JSON object (or list) with "name" and "parameters"/"arguments".
 _TAGGED_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)

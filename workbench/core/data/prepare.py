@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.data.formats import BadRow, SourceData, TextSplit, read_source, reject_row
-from workbench.core.data.messages import Conversation, Message, has_tool_turns
+from workbench.core.data.messages import Conversation, Message
 from workbench.core.data.schema import Mapping, RowError, detect_mapping, normalize
 from workbench.core.errors import UserError
 
@@ -89,11 +89,14 @@ class Prepared:
         for row in self.rows:
             counts["rows_with_tools"] += bool(row.tools)
             counts["preference_rows"] += bool(row.rejected)
-            if has_tool_turns(row.messages):
-                counts["tool_call_rows"] += 1
-                counts["tool_calls"] += sum(len(m.tool_calls) for m in row.messages)
-                counts["tool_results"] += sum(m.role == "tool" for m in row.messages)
-            counts["reasoning_turns"] += sum(1 for m in row.messages if m.reasoning)
+            uses_tools = False
+            for _, _, calls, reasoning, name, _ in row.messages:
+                if calls or name or reasoning:  # rare: plain turns carry neither
+                    counts["tool_calls"] += len(calls)
+                    counts["tool_results"] += bool(name)
+                    counts["reasoning_turns"] += bool(reasoning)
+                    uses_tools = uses_tools or bool(calls or name)
+            counts["tool_call_rows"] += uses_tools
         return counts
 
 

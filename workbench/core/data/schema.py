@@ -50,6 +50,7 @@ _ROLES = {
     "function": "tool", "ipython": "tool",
 }
 _CALL_ROLES = {"function_call", "tool_call"}
+_PLAIN_ROLES = {role: name for role, name in _ROLES.items() if name != "tool" and role not in _CALL_ROLES}
 # Content-part types read as text, as the assistant's reasoning, and multimodal ones that cannot be used.
 _TEXT_PARTS = {"text", "input_text", "output_text"}
 _REASONING_PARTS = {"reasoning", "thinking", "reasoning_content"}
@@ -231,9 +232,26 @@ def _calls(value: Any, where: str) -> tuple[ToolCall, ...]:
         raise RowError(f"{where}: {error}") from None
 
 
+def _plain_turns(value: list, role_key: str, content_key: str) -> list[Message] | None:
+    """Messages that are only a chat role and a text, the common case, read fast (million-row files);
+    None when any message holds more."""
+    turns = []
+    for message in value:
+        if type(message) is not dict or len(message) != 2:
+            return None
+        role, content = _PLAIN_ROLES.get(message.get(role_key)), message.get(content_key)
+        if role is None or type(content) is not str:
+            return None
+        turns.append(Message(role, content.strip()))
+    return turns
+
+
 def _turns(value: Any, field: str, role_key: str, content_key: str, final: bool = True) -> list[Message]:
     if not isinstance(value, list) or not value:
         raise RowError(f"field {field!r}: expected a non-empty list of messages")
+    plain = _plain_turns(value, role_key, content_key)
+    if plain is not None and (plain[-1].role == "assistant" or not final):
+        return plain
     turns: list[Message] = []
     ids: dict[str, str] = {}  # the data's call id -> ours
     pending: list[ToolCall] = []  # calls of the latest call turn not answered yet, in order

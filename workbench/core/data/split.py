@@ -108,17 +108,19 @@ def _augment(rows: list[Row], copies: int) -> list[Row]:
 
 
 def _dump(row: Row) -> str:
-    """json.dumps({"messages": [...]}, ensure_ascii=False), assembled directly for plain rows: 3x faster at a
-    million rows. Rows with tools, tool calls, reasoning or a rejected answer take the general path."""
-    if row.tools or row.rejected or any(m.tool_calls or m.reasoning or m.name for m in row.messages):
-        line: dict = {"messages": [m.to_dict() for m in row.messages]}
-        if row.tools:
-            line["tools"] = json.loads(row.tools)
-        if row.rejected:
-            line["rejected"] = [m.to_dict() for m in row.rejected]
-        return json.dumps(line, ensure_ascii=False)
+    """json.dumps({"messages": [...]}, ensure_ascii=False), assembled directly: 3x faster at a million rows."""
     turns = ", ".join(f'{{"role": "{m.role}", "content": {encode_basestring(m.content)}}}' for m in row.messages)
     return f'{{"messages": [{turns}]}}'
+
+
+def _dump_with_extras(row: Row) -> str:
+    """A row of data that has tools, tool calls, reasoning or rejected answers somewhere."""
+    line: dict = {"messages": [m.to_dict() for m in row.messages]}
+    if row.tools:
+        line["tools"] = json.loads(row.tools)
+    if row.rejected:
+        line["rejected"] = [m.to_dict() for m in row.rejected]
+    return json.dumps(line, ensure_ascii=False)
 
 
 def sha256_of(path: Path) -> str | None:
@@ -163,6 +165,8 @@ def split_dataset(prepared: Prepared, out: Path, ratios: tuple[float, float, flo
     # Only training rows are augmented: re-phrased copies in val/test would measure the same row N times.
     if augment_templates > 1:
         splits["train"] = _augment(splits["train"], augment_templates)
+    features = prepared.features()
+    dump = _dump_with_extras if any(features.values()) else _dump
     manifest = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "workbench_version": __version__,
@@ -180,7 +184,7 @@ def split_dataset(prepared: Prepared, out: Path, ratios: tuple[float, float, flo
         "counts": {name: len(rows) for name, rows in splits.items()},
         "files": {name: f"{name}.jsonl" for name in SPLITS},
         "validation": prepared.counts(),
-        "features": prepared.features(),
+        "features": features,
         "token_stats": token_stats,
     }
     try:
@@ -193,7 +197,7 @@ def split_dataset(prepared: Prepared, out: Path, ratios: tuple[float, float, flo
     try:
         for split, rows in splits.items():
             with open(staging / f"{split}.jsonl", "w", encoding="utf-8") as handle:
-                handle.writelines(_dump(row) + "\n" for row in rows)
+                handle.writelines(dump(row) + "\n" for row in rows)
                 handle.flush()
                 os.fsync(handle.fileno())
         atomic.write_json(staging / MANIFEST, manifest)
