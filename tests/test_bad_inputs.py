@@ -113,7 +113,8 @@ def tree(tmp_path_factory) -> dict[str, Path]:
         else:
             (presets / name).write_text(text, encoding="utf-8")
     (presets / "good.yaml").write_text(f"model:\n  name_or_path: {model}\n", encoding="utf-8")
-    # A saved run.yaml the trainer cannot run (an encoder-decoder task): refused before a run dir is made.
+    # A saved run.yaml the trainer cannot run (an encoder-decoder task on a causal model): refused before a
+    # run dir is made.
     (root / "seq2seq_run.yaml").write_text(yaml.safe_dump({**config, "task": "seq2seq"}), encoding="utf-8")
 
     export_full = root / "export_full"
@@ -221,8 +222,8 @@ CASES = [
      "invalid YAML"),
     ("train-preset-qlora-without-4bit", ["train", "--preset", "{presets}/qlora_no4bit.yaml", "--data", "good"],
      "needs quantization.load_in_4bit"),
-    ("train-seq2seq-preset", ["train", "--preset", "bart-lora", "--data", "good"],
-     "task seq2seq (encoder-decoder) is not trainable yet"),
+    ("train-seq2seq-preset-on-a-causal-model", ["train", "--preset", "bart-lora", "--data", "good"],
+     "preset bart-lora: task seq2seq, but 'smollm2-135m' is a decoder-only llama model; choose a llama preset"),
     ("train-data-required", ["train", "--preset", "llama-lora"], "--data is required"),
     ("train-data-missing", ["train", "--preset", "llama-lora", "--data", "{root}/nodata"], "--data '{root}/nodata'"),
     ("train-data-not-prepared", ["train", "--preset", "llama-lora", "--data", "{data}"], "train.jsonl is missing"),
@@ -264,8 +265,8 @@ CASES = [
      "run id 'done' already exists"),
     ("train-config-missing", ["train", "--config", "{root}/nope.yaml"], "nope.yaml: no such file"),
     ("train-config-invalid", ["train", "--config", "{presets}/unknown_field.yaml"], "lora.rank: unknown field"),
-    ("train-config-seq2seq", ["train", "--config", "{root}/seq2seq_run.yaml"],
-     "task seq2seq (encoder-decoder) is not trainable yet"),
+    ("train-config-seq2seq-on-a-causal-model", ["train", "--config", "{root}/seq2seq_run.yaml"],
+     "is a decoder-only llama model"),
     # -- runs -----------------------------------------------------------------------------------------
     ("runs-show-unknown", ["runs", "show", "ghost"], "no run 'ghost'"),
     ("runs-show-escape", ["runs", "show", "../ws"], "invalid run id '../ws'"),

@@ -60,7 +60,7 @@ def test_gpt2_conv1d_without_fan_in_fan_out_is_flagged(tmp_path):
 
 
 @pytest.mark.parametrize("model_type", ["llama", "qwen2", "qwen3", "gemma", "gemma2", "mistral", "gpt2",
-                                        "gpt_neox", "bart"])
+                                        "gpt_neox", "bart", "t5", "mt5"])
 def test_parameter_count_from_config_json_equals_the_real_model(model_type):
     from workbench.engine.tiny import tiny_config, tiny_model
 

@@ -258,6 +258,7 @@ def test_estimate_refuses_a_model_of_another_family(workspace, tmp_path):
     ("mistralai/Mistral-7B-Instruct-v0.3", 7_248_023_552),
     ("google/gemma-2-9b-it", 9_241_705_984),
     ("EleutherAI/polyglot-ko-1.3b", 1_331_810_304),
+    ("google/mt5-base", 582_401_280),
 ])
 def test_reference_models_match_their_published_parameter_counts(model, published):
     from workbench.core.family import REFERENCE_CONFIGS

@@ -96,6 +96,10 @@ class TrainingSection(_Section):
     gradient_checkpointing: bool | Literal["auto"] = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     max_length: int = Field(1024, ge=8, le=1_048_576)
+    max_source_length: int | None = Field(None, ge=8, le=1_048_576,
+                                          description="seq2seq: encoder input tokens (default: max_length)")
+    max_target_length: int | None = Field(None, ge=1, le=1_048_576,
+                                          description="seq2seq: answer tokens (default: max_length)")
     completion_only_loss: bool = True
     padding_free: bool = Field(True, description="concatenate each batch into one row, positions and attention restarting per example (exact); ignored for models whose causal mask cannot see the restarts")
     group_by_length: bool = False

@@ -58,6 +58,10 @@ FAMILIES: dict[str, Family] = {
                ("bart",), ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"), task="seq2seq",
                dtype_note="fp32 or bf16; fp16 is unstable for BART fine-tuning", name_hints=("bart",),
                reference_model="gogamza/kobart-base-v2"),
+        Family("t5", "T5, Flan-T5, mT5, KE-T5 (encoder-decoder)", ("t5", "mt5"), ("T5", "MT5"), ("t5", "mt5"),
+               ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo"), task="seq2seq",
+               dtype_note="bf16 or fp32: T5 overflows in fp16", name_hints=("t5",),
+               reference_model="google/mt5-base"),
     )
 }
 
@@ -133,6 +137,10 @@ REFERENCE_CONFIGS: dict[str, dict[str, Any]] = {
     "EleutherAI/polyglot-ko-1.3b": {
         "model_type": "gpt_neox", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
         "num_attention_heads": 16, "vocab_size": 30080, "tie_word_embeddings": False},
+    "google/mt5-base": {
+        "model_type": "mt5", "d_model": 768, "d_ff": 2048, "d_kv": 64, "num_heads": 12, "num_layers": 12,
+        "num_decoder_layers": 12, "feed_forward_proj": "gated-gelu", "relative_attention_num_buckets": 32,
+        "vocab_size": 250112, "tie_word_embeddings": False},
     "gogamza/kobart-base-v2": {
         "model_type": "bart", "d_model": 768, "encoder_layers": 6, "decoder_layers": 6, "encoder_attention_heads": 16,
         "decoder_attention_heads": 16, "encoder_ffn_dim": 3072, "decoder_ffn_dim": 3072, "vocab_size": 30000,

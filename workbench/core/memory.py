@@ -61,6 +61,8 @@ class ModelShape:
     encoder_intermediate: int = 0
     qkv_bias: bool = False  # bias on q/k/v (Qwen2)
     linear_bias: bool = False  # bias on every linear (GPT-2, GPT-NeoX, BART)
+    gated: bool = False  # T5 v1.1 / mT5: wi_0 and wi_1 instead of wi
+    relative_buckets: int = 0  # T5: relative position buckets (a bias table per head in each stack's first layer)
 
     @property
     def q_dim(self) -> int:
@@ -85,7 +87,7 @@ def shape_from_config(config: dict[str, Any]) -> ModelShape:
         raise UserError(f"config.json: model_type {config.get('model_type')!r} is not a supported family")
     model_type = str(config.get("model_type"))
     hidden = int(_first(config, "hidden_size", "n_embd", "d_model", default=0))
-    heads = int(_first(config, "num_attention_heads", "n_head", "decoder_attention_heads", default=0))
+    heads = int(_first(config, "num_attention_heads", "n_head", "decoder_attention_heads", "num_heads", default=0))
     if not hidden or not heads or not config.get("vocab_size"):
         raise UserError("config.json: needs hidden size, attention heads and vocab_size for an estimate")
     kv_heads = int(_first(config, "num_key_value_heads", default=heads))
@@ -102,6 +104,15 @@ def shape_from_config(config: dict[str, Any]) -> ModelShape:
                           intermediate=int(config.get("intermediate_size") or 4 * hidden),
                           tied=bool(config.get("tie_word_embeddings", False)),
                           linear_bias=bool(config.get("attention_bias", True)))
+    if family.name == "t5":
+        return ModelShape(**{**common, "head_dim": int(config.get("d_kv", 64))},
+                          layers=int(_first(config, "num_decoder_layers", "num_layers", default=12)),
+                          intermediate=int(config.get("d_ff", 4 * hidden)),
+                          encoder_layers=int(config.get("num_layers", 12)),
+                          encoder_intermediate=int(config.get("d_ff", 4 * hidden)),
+                          tied=bool(config.get("tie_word_embeddings", True)),
+                          gated=str(config.get("feed_forward_proj", "relu")).startswith("gated"),
+                          relative_buckets=int(config.get("relative_attention_num_buckets", 32)))
     if family.task == "seq2seq":
         return ModelShape(**common, layers=int(config.get("decoder_layers", 12)),
                           intermediate=int(config.get("decoder_ffn_dim", 4 * hidden)),
@@ -125,6 +136,15 @@ def linear_layers(shape: ModelShape) -> list[LinearSpec]:
         b = shape.linear_bias
         return [LinearSpec("attention.query_key_value", h, 3 * h, b, n), LinearSpec("attention.dense", h, h, b, n),
                 LinearSpec("mlp.dense_h_to_4h", h, i, True, n), LinearSpec("mlp.dense_4h_to_h", i, h, True, n)]
+    if shape.family == "t5":
+        e, inner = shape.encoder_layers, shape.q_dim
+        attention = [LinearSpec(f"SelfAttention.{name}", h, inner, False, e + n) for name in ("q", "k", "v")]
+        attention += [LinearSpec(f"EncDecAttention.{name}", h, inner, False, n) for name in ("q", "k", "v")]
+        attention += [LinearSpec("SelfAttention.o", inner, h, False, e + n), LinearSpec("EncDecAttention.o", inner, h,
+                                                                                         False, n)]
+        feed_forward = ["wi_0", "wi_1"] if shape.gated else ["wi"]
+        return (attention + [LinearSpec(f"DenseReluDense.{name}", h, i, False, e + n) for name in feed_forward]
+                + [LinearSpec("DenseReluDense.wo", i, h, False, e + n)])
     if shape.family == "bart":
         e, ei = shape.encoder_layers, shape.encoder_intermediate
         attention = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -148,6 +168,8 @@ def _norm_parameters(shape: ModelShape) -> int:
     h, n = shape.hidden, shape.layers
     if shape.family in ("gpt2", "gpt_neox"):
         return (2 * n + 1) * 2 * h  # LayerNorm weight + bias, two per block and a final one
+    if shape.family == "t5":  # RMS norms (weight only): 2 per encoder block, 3 per decoder block, a final each
+        return (2 * shape.encoder_layers + 3 * n + 2) * h
     if shape.family == "bart":
         final = 2 * 2 * h if shape.model_type == "mbart" else 0
         return (2 * shape.encoder_layers + 3 * n + 2) * 2 * h + final
@@ -163,6 +185,7 @@ def _embedding_parameters(shape: ModelShape) -> int:
         embeddings += shape.max_positions * shape.hidden
     if shape.family == "bart":
         embeddings += 2 * (shape.max_positions + 2) * shape.hidden  # learned positions, offset 2
+    embeddings += 2 * shape.relative_buckets * shape.heads  # T5: relative attention bias, encoder and decoder
     return embeddings
 
 

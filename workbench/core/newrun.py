@@ -47,7 +47,7 @@ def resolve_config(
         layer.setdefault("training", {})["max_steps"] = max_steps
     merged = apply_overrides(deep_merge(chosen.data, layer), overrides or [])
     config = validate_config(merged, "--set" if overrides else str(chosen.path))
-    check_trainable(config)  # early, for the New-run review; create_run checks again
+    check_trainable(config, workspace)  # early, for the New-run review; create_run checks again
     for section_file in (config.data.train_file, config.data.val_file, config.data.test_file):
         if section_file and Path(section_file).name != section_file:
             raise UserError(f"data file {section_file!r}: must be a file name inside the dataset directory")
@@ -55,12 +55,17 @@ def resolve_config(
     return config
 
 
-def check_trainable(config: RunConfig) -> None:
-    """The refusal of a config the trainer cannot run: every new run (a preset or `train --config`) passes here."""
-    if config.task == "seq2seq":
+def check_trainable(config: RunConfig, workspace: Workspace) -> None:
+    """The refusal of a config the trainer cannot run: every new run (a preset or `train --config`) passes here.
+    A causal preset on an encoder-decoder model (or the reverse) is named before anything loads."""
+    from workbench.core.family import detect_family
+
+    family = detect_family(config.model.name_or_path, workspace)
+    if family is not None and family.task != config.task:
         where = f"preset {config.preset}: " if config.preset else ""
-        raise UserError(f"{where}task seq2seq (encoder-decoder) is not trainable yet; the trainer fine-tunes "
-                        "causal language models (use a llama/qwen/gemma/mistral/gpt2/gpt-neox preset)")
+        kind = "an encoder-decoder" if family.task == "seq2seq" else "a decoder-only"
+        raise UserError(f"{where}task {config.task}, but {config.model.name_or_path!r} is {kind} {family.name} model; "
+                        f"choose a {family.name} preset (presets list --model {config.model.name_or_path})")
 
 
 def create_run(workspace: Workspace, config: RunConfig, run_id: str | None = None) -> RunDir:
@@ -68,7 +73,7 @@ def create_run(workspace: Workspace, config: RunConfig, run_id: str | None = Non
     run = RunDir(workspace.run_dir(run_id))
     if run.path.exists():
         raise UserError(f"run id {run_id!r} already exists in {workspace.runs}")
-    check_trainable(config)
+    check_trainable(config, workspace)
     distributed.check_here(config)  # a multi-GPU setup this machine cannot run is refused before any write
     run.path.mkdir(parents=True)
     atomic.write_yaml(run.config_path, config_to_dict(config))

@@ -13,6 +13,7 @@ from workbench.engine.callbacks import ControlCallback, EventCallback
 from workbench.engine.models import compute_dtype, count_parameters, describe_device, load_for_config
 from workbench.engine.lm_head import score_labelled_positions_only
 from workbench.engine.packing import model_masks_packed_sequences, padding_free_collator, use_per_example_attention
+from workbench.engine.seq2seq import build_seq2seq_trainer, load_pairs
 from workbench.engine.sft_data import load_split
 
 
@@ -122,36 +123,11 @@ def sft_config(config: RunConfig, output_dir: str, precision: str, has_eval: boo
     )
 
 
-def build_trainer(config: RunConfig, workspace: Workspace, session):
-    from transformers import EarlyStoppingCallback
+def build_causal_trainer(config: RunConfig, model, tokenizer, args, train, evaluation, callbacks, log):
+    """TRL's SFTTrainer with padding-free batches and the compact LM head where they apply, and a line
+    describing that layout for the log."""
     from trl import SFTTrainer
 
-    run = session.run
-    if config.training.report_to_tensorboard:
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.tensorboard_path)
-
-    def log(message: str) -> None:
-        session._emit("log", level="info", message=message)
-
-    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
-        # One GPU per process, chosen before the model loads: the 4-bit path places it on the current device.
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    precision = resolve_precision(config)
-    dtype = compute_dtype(config.quantization.bnb_4bit_compute_dtype) if config.method in ("qlora", "qdora") else None
-    log(f"loading {config.model.name_or_path}")
-    model, tokenizer, _ = load_for_config(config, workspace, log=log, dtype=dtype)
-    if getattr(model.config, "is_encoder_decoder", False):
-        raise UserError(f"model {config.model.name_or_path!r} is encoder-decoder; the trainer fine-tunes causal LMs only")
-    train = load_split(config.data, config.data.train_file, tokenizer, log)
-    if train is None:
-        raise UserError(f"{config.data.path}/{config.data.train_file}: training split is missing or empty")
-    evaluation = load_split(config.data, config.data.val_file, tokenizer, log)
-    checkpointing = resolve_gradient_checkpointing(config, model)
-    args = sft_config(config, str(run.checkpoints_path), precision, evaluation is not None, checkpointing)
-    callbacks = []
-    if config.training.early_stopping_patience and evaluation is not None:
-        callbacks.append(EarlyStoppingCallback(config.training.early_stopping_patience,
-                                               config.training.early_stopping_threshold))
     padding_free = config.training.padding_free and model_masks_packed_sequences(model)
     per_example_attention = padding_free and use_per_example_attention(model)
     # A per-shape compiler would recompile for every count of labelled positions.
@@ -173,11 +149,55 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     dropped = len(train) - len(trainer.train_dataset)
     if dropped:
         log(f"{dropped} of {len(train)} training rows lost every answer token to training.max_length and were dropped")
+    layout = (f"padding-free {'on' if padding_free else 'off'}"
+              f"{' (per-example attention)' if per_example_attention else ''}, "
+              f"LM head on {'labelled positions only' if compact_head else 'every position'}")
+    return trainer, layout
+
+
+def build_trainer(config: RunConfig, workspace: Workspace, session):
+    from transformers import EarlyStoppingCallback
+
+    run = session.run
+    if config.training.report_to_tensorboard:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.tensorboard_path)
+
+    def log(message: str) -> None:
+        session._emit("log", level="info", message=message)
+
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        # One GPU per process, chosen before the model loads: the 4-bit path places it on the current device.
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    precision = resolve_precision(config)
+    dtype = compute_dtype(config.quantization.bnb_4bit_compute_dtype) if config.method in ("qlora", "qdora") else None
+    log(f"loading {config.model.name_or_path}")
+    model, tokenizer, _ = load_for_config(config, workspace, log=log, dtype=dtype)
+    seq2seq = config.task == "seq2seq"
+    if bool(getattr(model.config, "is_encoder_decoder", False)) != seq2seq:
+        kind = "encoder-decoder" if not seq2seq else "decoder-only"
+        raise UserError(f"model {config.model.name_or_path!r} is {kind}, but the run's task is {config.task}; "
+                        f"choose a preset of the model's family (presets list --model M)")
+    if seq2seq:
+        train, evaluation = (load_pairs(config, name, tokenizer) for name in (config.data.train_file,
+                                                                               config.data.val_file))
+    else:
+        train, evaluation = (load_split(config.data, name, tokenizer, log) for name in (config.data.train_file,
+                                                                                          config.data.val_file))
+    if train is None:
+        raise UserError(f"{config.data.path}/{config.data.train_file}: training split is missing or empty")
+    checkpointing = resolve_gradient_checkpointing(config, model)
+    args = sft_config(config, str(run.checkpoints_path), precision, evaluation is not None, checkpointing)
+    callbacks = []
+    if config.training.early_stopping_patience and evaluation is not None:
+        callbacks.append(EarlyStoppingCallback(config.training.early_stopping_patience,
+                                               config.training.early_stopping_threshold))
+    if seq2seq:
+        trainer, layout = build_seq2seq_trainer(config, model, tokenizer, args, train, evaluation, callbacks)
+    else:
+        trainer, layout = build_causal_trainer(config, model, tokenizer, args, train, evaluation, callbacks, log)
+    log(f"precision {precision}, gradient checkpointing {'on' if checkpointing else 'off'}, {layout}, "
+        f"{len(train)} training rows")
     trainable, total = count_parameters(trainer.model)
-    log(f"precision {precision}, gradient checkpointing {'on' if checkpointing else 'off'}, "
-        f"padding-free {'on' if padding_free else 'off'}"
-        f"{' (per-example attention)' if per_example_attention else ''}, "
-        f"LM head on {'labelled positions only' if compact_head else 'every position'}, {len(train)} training rows")
     # On every rank: its step logging gathers each GPU's VRAM, a collective all ranks must join.
     trainer.add_callback(EventCallback(run, session.writer, {
         "run_id": run.run_id, "pid": os.getpid(), "model": config.model.name_or_path, "method": config.method,

@@ -32,6 +32,7 @@ from workbench.core.runs import RunDir, open_run
 from workbench.core.workspace import Workspace
 from workbench.engine.protocol import emit, run_task
 from workbench.core.data.messages import Message, describe_calls, display_text, parse_tool_calls
+from workbench.engine.seq2seq import cutoffs, encode_pair, source_text
 from workbench.engine.sft_data import keeps_reasoning, render, row_messages, row_tools
 
 SPLITS = ("test", "val", "train")
@@ -119,8 +120,14 @@ def render_example(tokenizer, example: Example) -> tuple[str, str]:
     return prompt_text, example.reference.content + (tokenizer.eos_token or "")
 
 
-def encode(tokenizer, example: Example, max_length: int) -> tuple[list[int], list[int]]:
-    """Prompt ids and answer ids, the prompt cut from the left so that both fit in max_length."""
+def encode(tokenizer, example: Example, config: RunConfig) -> tuple[list[int], list[int]]:
+    """Prompt ids and answer ids: for a causal LM the prompt is cut from the left so that both fit in
+    max_length; for an encoder-decoder they are the source and target exactly as the trainer made them."""
+    if config.task == "seq2seq":
+        pair = encode_pair(tokenizer, source_text([*example.history, example.reference]), example.reference.content,
+                           *cutoffs(config))
+        return pair["input_ids"], pair["labels"]
+    max_length = config.training.max_length
     prompt_text, answer_text = render_example(tokenizer, example)
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer_text, add_special_tokens=False)["input_ids"][: max_length - 1]
@@ -146,10 +153,16 @@ def call_match(prediction: str, reference: Message) -> float:
 
 
 def answer_nll(model, prompt_ids: list[int], answer_ids: list[int]) -> tuple[float, int]:
-    """Sum of the negative log-likelihoods of the answer tokens given the prompt, and their count."""
+    """Sum of the negative log-likelihoods of the answer tokens given the prompt (the encoder's source for
+    an encoder-decoder), and their count."""
     import torch
 
     device = model.get_input_embeddings().weight.device
+    if model.config.is_encoder_decoder:
+        with torch.no_grad():
+            loss = model(input_ids=torch.tensor([prompt_ids], device=device),
+                         labels=torch.tensor([answer_ids], device=device)).loss  # the mean over the answer
+        return float(loss) * len(answer_ids), len(answer_ids)
     input_ids = torch.tensor([prompt_ids + answer_ids], device=device)
     with torch.no_grad():
         logits = model(input_ids=input_ids).logits[0].float()
@@ -179,7 +192,9 @@ def generate_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens:
                 input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
                 **greedy_settings(tokenizer, pad_id),
             )
-        answers.extend(tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in output)
+        # A decoder-only model's output repeats the prompt; an encoder-decoder's is the answer alone.
+        new_tokens = 0 if model.config.is_encoder_decoder else width
+        answers.extend(tokenizer.decode(row[new_tokens:], skip_special_tokens=True).strip() for row in output)
         on_batch(len(answers))
     return answers
 
@@ -222,7 +237,7 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
     examples = read_examples(data_file, limit, config.data.system_prompt)
     emit("status", message=f"loading {config.model.name_or_path} + adapter")
     model, tokenizer = load_run_model(run, config, workspace)
-    encoded = [encode(tokenizer, example, config.training.max_length) for example in examples]
+    encoded = [encode(tokenizer, example, config) for example in examples]
     references = [example.reference_text for example in examples]
     call_examples = [i for i, example in enumerate(examples) if example.reference.tool_calls]
     batch_size = config.training.per_device_eval_batch_size

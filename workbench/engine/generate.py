@@ -138,6 +138,10 @@ class Playground:
             torch.cuda.empty_cache()
 
     @property
+    def is_encoder_decoder(self) -> bool:
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -159,6 +163,11 @@ class Playground:
             raise UserError(f"max_new_tokens {max_new_tokens} must be below the model's context of {context} tokens")
         budget = context - max_new_tokens
         tokenize = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        if self.is_encoder_decoder:  # the encoder reads plain text cut at its end, as in training; the answer has
+            # its own budget
+            source = "\n\n".join(part for part in (system, prompt) if part and part.strip())
+            with_specials = self.tokenizer(source)["input_ids"]
+            return with_specials[:context], max(0, len(with_specials) - context)
         if raw:
             with_specials = self.tokenizer(prompt)["input_ids"]
             if len(with_specials) <= budget:
@@ -232,7 +241,8 @@ class Playground:
             finished = time.monotonic()
         if "error" in outcome:
             raise outcome["error"]
-        new_ids = outcome["output"][0, len(input_ids):].tolist()
+        # A decoder-only model's output repeats the prompt; an encoder-decoder's starts with the decoder start token.
+        new_ids = outcome["output"][0, 1 if self.is_encoder_decoder else len(input_ids):].tolist()
         text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
         if streamer is None and text:
             on_text(text, len(new_ids))

@@ -120,7 +120,8 @@ def load_tokenizer(source: str, model: ModelSection):
 
 def load_model(source: str, model: ModelSection, quantization: QuantizationSection | None = None,
                dtype: torch.dtype | None = None, device_map=None):
-    from transformers import AutoModelForCausalLM
+    """The base model: a seq2seq LM for encoder-decoder configs (BART, T5), a causal LM otherwise."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     kwargs = dict(
         revision=model.revision,
@@ -139,7 +140,9 @@ def load_model(source: str, model: ModelSection, quantization: QuantizationSecti
         if device_map is not None:
             kwargs["device_map"] = device_map
     try:
-        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        config = AutoConfig.from_pretrained(source, revision=model.revision, trust_remote_code=model.trust_remote_code)
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        return auto.from_pretrained(source, config=config, **kwargs)
     except OSError as error:
         message = _first_line(error)
         if not model.allow_pickle_weights and _may_have_pickle_weights(source, message):

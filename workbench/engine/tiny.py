@@ -62,6 +62,10 @@ TINY_SIZES: dict[str, dict] = {
                      max_position_embeddings=512, rotary_pct=0.25, tie_word_embeddings=False),
     "bart": dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                  decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=512),
+    "t5": dict(d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2, num_decoder_layers=2,
+               relative_attention_num_buckets=8),
+    "mt5": dict(d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2, num_decoder_layers=2,
+                relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", tie_word_embeddings=False),
 }
 
 
