@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -343,26 +344,81 @@ def parse_modelfile(text: str) -> list[tuple[str, str]]:
 
 
 # -- vLLM, model card -----------------------------------------------------------------------------
+def vllm_rank(rank: int) -> int:
+    """The smallest --max-lora-rank value vLLM accepts that holds `rank`."""
+    return next((allowed for allowed in (1, 8, 16, 32, 64, 128, 256, 320, 512) if rank <= allowed), rank)
+
+
 def serving_markdown(base_model: str, adapter_path: str, name: str, rank: int) -> str:
+    max_rank = vllm_rank(rank)
     return "\n".join([
         f"# Serving {name} with vLLM",
         "",
-        "The adapter directory loads as a LoRA module next to its base model:",
+        "This adapter directory loads as a LoRA module next to its base model:",
         "",
         "```bash",
-        f"vllm serve {base_model} --enable-lora --lora-modules {name}={adapter_path} --max-lora-rank {rank}",
+        f"vllm serve {base_model} --enable-lora --lora-modules {name}={adapter_path} --max-lora-rank {max_rank}",
         "```",
         "",
-        f"Then ask for `\"model\": \"{name}\"` in OpenAI-style requests to http://localhost:8000/v1/chat/completions "
-        f"(the base model answers as `{base_model}`).",
-        f"`--max-lora-rank {rank}` is this run's LoRA rank (vLLM refuses adapters above its max rank).",
+        f"Requests for `\"model\": \"{name}\"` (OpenAI-style, http://localhost:8000/v1/chat/completions) use the "
+        f"adapter; `{base_model}` answers without it.",
+        f"This run's LoRA rank is {rank}; `--max-lora-rank {max_rank}` is the smallest value vLLM accepts that "
+        f"holds it. Move the directory? Change the path after `{name}=`.",
         "",
     ])
 
 
-def vllm_rank(rank: int) -> int:
-    """vLLM accepts only some max-lora-rank values: the smallest one that holds `rank`."""
-    for allowed in (1, 8, 16, 32, 64, 128, 256, 320, 512):
-        if rank <= allowed:
-            return allowed
-    return rank
+# Hub ids of the built-in aliases, for the model card's base_model.
+_ALIAS_HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def base_model_hub_id(spec: str) -> str | None:
+    """The base model as a hub id for the card's metadata; None for a local directory or file."""
+    from workbench.core.models import _HUB_ID
+
+    if spec in _ALIAS_HUB_IDS:
+        return _ALIAS_HUB_IDS[spec]
+    return spec if _HUB_ID.match(spec) and not Path(spec).expanduser().exists() else None
+
+
+def hub_token() -> str | None:
+    """HF_TOKEN, else the token `hf auth login` saved (huggingface_hub.get_token reads both)."""
+    from huggingface_hub import get_token
+
+    return os.environ.get("HF_TOKEN") or get_token()
+
+
+def check_hub_repo(repo: str) -> str:
+    """The token for --push-to-hub REPO; one line when the repo id is malformed or no token is found."""
+    from workbench.core.models import _HUB_ID
+
+    if not _HUB_ID.match(repo):
+        raise UserError(f"--push-to-hub {repo}: not a hub repo id (expected OWNER/NAME)")
+    token = hub_token()
+    if not token:
+        raise UserError(f"--push-to-hub {repo}: no Hugging Face token: set HF_TOKEN or run 'hf auth login' "
+                        f"(nothing was exported)")
+    return token
+
+
+def model_card(*, title: str, kind: str, base_model: str, base_hub_id: str | None, body: str, run_yaml: str,
+               manifest: dict[str, Any] | None, metrics: dict[str, Any] | None, tags: Sequence[str]) -> str:
+    """README.md of an export: hub metadata, the description, data manifest, eval metrics, the exact run.yaml."""
+    front = ["---"]
+    if base_hub_id:
+        front.append(f"base_model: {base_hub_id}")
+    front.append({"adapter": "library_name: peft", "merged": "library_name: transformers"}.get(kind, "library_name: gguf"))
+    front += ["tags:"] + [f"- {tag}" for tag in tags] + ["---", ""]
+    lines = front + [body.rstrip(), "", f"Base model: `{base_model}`", ""]
+    if metrics:
+        lines += ["## Evaluation", "", "| metric | base | fine-tuned |", "| --- | --- | --- |"]
+        for key in ("perplexity", "rougeL", "rouge1", "rouge2", "bleu", "exact_match"):
+            base_value, tuned_value = (metrics.get("base") or {}).get(key), (metrics.get("tuned") or {}).get(key)
+            if isinstance(base_value, (int, float)) and isinstance(tuned_value, (int, float)):
+                lines.append(f"| {key} | {base_value:.4f} | {tuned_value:.4f} |")
+        lines += ["", f"On the {metrics.get('split')} split, {metrics.get('num_examples')} examples.", ""]
+    if manifest is not None:
+        lines += ["## Data", "", "The prepared dataset's manifest (the data itself is not included):", "",
+                  "```json", json.dumps(manifest, ensure_ascii=False, indent=2), "```", ""]
+    lines += ["## Training configuration (run.yaml)", "", "```yaml", run_yaml.rstrip(), "```", ""]
+    return "\n".join(lines)
