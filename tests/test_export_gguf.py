@@ -177,7 +177,8 @@ def test_run_exports_gguf_and_an_ollama_modelfile(workspace, tiny_llama, tmp_pat
     for instruction, argument in commands:
         values.setdefault(instruction, []).append(argument)
     assert values["FROM"] == ["./run-eval.f16.gguf"] and values["SYSTEM"] == ["세무 전문가로서 답하세요."]
-    assert 'stop "<|im_end|>"' in values["PARAMETER"] and "temperature 0.7" in values["PARAMETER"]
+    assert {"stop \"<|im_end|>\"", "stop \"<|im_start|>\""} <= set(values["PARAMETER"])
+    assert "temperature 0.7" in values["PARAMETER"]
     conversation = [{"role": "system", "content": "세무 전문가로서 답하세요."},
                     {"role": "user", "content": "부가가치세 신고 기한은?"},
                     {"role": "assistant", "content": "25일 이내입니다.\n감사합니다."},

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from workbench.cli.output import print_json
-from workbench.core.export import FORMATS, QUANTS
+from workbench.core.export import FORMATS, QUANTS, human_size
 
 
 def register(subparsers) -> None:
@@ -65,7 +65,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         print(result["out"])
         for name, size in result["sizes"].items():
-            print(f"  {size / 1e6:10.2f} MB  {name}")
+            print(f"  {human_size(size):>9}  {name}")
         if result["hub_url"]:
             print(f"uploaded: {result['hub_url']}")
     return 0

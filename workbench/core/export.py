@@ -103,7 +103,8 @@ def _between(text: str, markers: Sequence[str]) -> list[str] | None:
 
 
 def derive_chat_format(render: Callable[[list[tuple[str, str]], bool], str], bos_token: str | None) -> ChatFormat | None:
-    """Per-role wrappers of a chat template, from renderings with marker contents; None if it does not fit."""
+    """Per-role wrappers of a chat template, from renderings with marker contents; None if it does not fit.
+    `bos_token`: the BOS when the tokenizer adds it itself (then a template's leading BOS is left to llama.cpp)."""
     u1, a1, u2, a2, s = (_MARK.format(name) for name in ("U1", "A1", "U2", "A2", "S"))
     turns = [("user", u1), ("assistant", a1), ("user", u2), ("assistant", a2)]
     try:
@@ -300,7 +301,7 @@ def build_modelfile(gguf_name: str, chat: ChatFormat | None, run_system: str | N
         render_go_template(template, conversation) == _strip_preamble(
             render([(m["role"], m["content"]) for m in conversation], True), chat.preamble)
         for conversation in ollama_conversations(system))
-    lines = [f"# Ollama: ollama create NAME -f Modelfile && ollama run NAME", f"FROM ./{gguf_name}",
+    lines = [f"FROM ./{gguf_name}",
              f"TEMPLATE {_quoted(template)}"]
     if system:
         lines.append(f"SYSTEM {_quoted(system)}")
@@ -344,6 +345,14 @@ def parse_modelfile(text: str) -> list[tuple[str, str]]:
 
 
 # -- vLLM, model card -----------------------------------------------------------------------------
+def human_size(size: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return ""
+
+
 def vllm_rank(rank: int) -> int:
     """The smallest --max-lora-rank value vLLM accepts that holds `rank`."""
     return next((allowed for allowed in (1, 8, 16, 32, 64, 128, 256, 320, 512) if rank <= allowed), rank)

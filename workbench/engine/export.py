@@ -176,12 +176,15 @@ def _ollama_files(staging: Path, gguf_file: str, config: RunConfig, run: RunDir,
     from transformers import AutoTokenizer
 
     from workbench.core.data.tokens import ChatTokenizer
+    from workbench.engine.gguf_export import added_special_tokens
 
     merged_tokenizer = AutoTokenizer.from_pretrained(staging)
     chat_tokenizer = ChatTokenizer(staging)
-    chat = derive_chat_format(chat_tokenizer.render, merged_tokenizer.bos_token)
-    modelfile = build_modelfile(gguf_file, chat, config.data.system_prompt, merged_tokenizer.all_special_tokens,
-                                merged_tokenizer.eos_token, chat_tokenizer.render)
+    adds_bos = added_special_tokens(merged_tokenizer)[0]  # llama.cpp then adds it too: the template must not
+    chat = derive_chat_format(chat_tokenizer.render, merged_tokenizer.bos_token if adds_bos else None)
+    special = [token.content for token in merged_tokenizer.added_tokens_decoder.values() if token.special]
+    modelfile = build_modelfile(gguf_file, chat, config.data.system_prompt, special, merged_tokenizer.eos_token,
+                                chat_tokenizer.render)
     atomic.write_text(staging / "Modelfile", modelfile.text)
     name = re.sub(r"[^a-z0-9._-]+", "-", run.run_id.lower()).strip("-") or "model"
     check = ("renders the same text as the model's chat template for a two-turn conversation (checked at export)"

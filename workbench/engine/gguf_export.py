@@ -137,6 +137,13 @@ class _Vocab:
         return "default"
 
 
+def added_special_tokens(tokenizer) -> tuple[bool, bool]:
+    """Whether encoding plain text adds the BOS / the EOS (llama.cpp's add_bos_token / add_eos_token)."""
+    probe = tokenizer("a")["input_ids"]
+    adds = lambda token_id, position: bool(probe) and token_id is not None and probe[position] == token_id  # noqa: E731
+    return adds(tokenizer.bos_token_id, 0), adds(tokenizer.eos_token_id, -1)
+
+
 def _tensors(model_dir: Path) -> Iterator[tuple[str, np.ndarray]]:
     """Every tensor of the safetensors files, as float32 numpy (bf16 goes through torch)."""
     from safetensors import safe_open
@@ -247,9 +254,9 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, quant: str = "f16", 
         token_id = getattr(tokenizer, f"{kind}_token_id")
         if token_id is not None:
             getattr(writer, f"add_{kind}_token_id")(token_id)
-    probe = tokenizer("a")["input_ids"]
-    writer.add_add_bos_token(bool(probe) and tokenizer.bos_token_id is not None and probe[0] == tokenizer.bos_token_id)
-    writer.add_add_eos_token(bool(probe) and tokenizer.eos_token_id is not None and probe[-1] == tokenizer.eos_token_id)
+    add_bos, add_eos = added_special_tokens(tokenizer)
+    writer.add_add_bos_token(add_bos)
+    writer.add_add_eos_token(add_eos)
     if tokenizer.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
 
