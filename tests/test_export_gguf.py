@@ -95,6 +95,54 @@ def test_gguf_round_trip_through_transformers(tiny_models, tmp_path, model_type,
     assert_gguf_matches(reference, model_dir, out, quant)
 
 
+def sentencepiece_style_tokenizer(tokenizer_class, specials):
+    """A byte-fallback BPE tokenizer shaped like Llama 2 / Mistral (LlamaTokenizer) or Gemma (GemmaTokenizer):
+    specials, then the 256 <0xXX> byte pieces, then pieces learned from the tiny corpus."""
+    from tokenizers import SentencePieceBPETokenizer
+
+    from workbench.core.data.tokens import CHATML_FALLBACK
+    from workbench.engine.tiny import _CORPUS
+
+    trainer = SentencePieceBPETokenizer()
+    trainer.train_from_iterator(_CORPUS * 4, vocab_size=400, special_tokens=specials, show_progress=False)
+    learned = json.loads(trainer.to_str())["model"]
+    vocab = {token: index for index, token in enumerate(specials + [f"<0x{b:02X}>" for b in range(256)])}
+    for token in sorted(learned["vocab"], key=learned["vocab"].get):
+        vocab.setdefault(token, len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
+    tokenizer = tokenizer_class(vocab=vocab, merges=merges)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = CHATML_FALLBACK
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    return tokenizer
+
+
+@pytest.mark.parametrize("model_type, tokenizer_class, specials", [
+    ("llama", "LlamaTokenizer", ["<unk>", "<s>", "</s>"]),
+    ("mistral", "LlamaTokenizer", ["<unk>", "<s>", "</s>"]),
+    ("gemma2", "GemmaTokenizer", ["<pad>", "<eos>", "<bos>", "<unk>"]),
+])
+def test_sentencepiece_style_vocab_round_trip(tmp_path, model_type, tokenizer_class, specials):
+    """Real Llama 2 / Mistral / Gemma vocabularies: tokens with scores and byte pieces ("llama" in GGUF)."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    from workbench.engine.gguf_export import write_gguf
+    from workbench.engine.tiny import tiny_config
+
+    tokenizer = sentencepiece_style_tokenizer(getattr(transformers, tokenizer_class), specials)
+    tokenizer.save_pretrained(tmp_path)
+    config = tiny_config(model_type, vocab_size=len(tokenizer))
+    config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    train_briefly(tmp_path)
+    write_gguf(tmp_path, tmp_path / "model.gguf", "f16", name="run-1")
+    reference = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    assert_gguf_matches(reference, tmp_path, tmp_path / "model.gguf", "f16")
+
+
 def test_gguf_layout_for_llama_cpp(tiny_models, tmp_path):
     """What transformers undoes is what llama.cpp expects: q/k rows interleaved (llama), norms +1 (gemma,
     which transformers cannot load back as GGUF, so its file is checked tensor by tensor here)."""

@@ -65,10 +65,11 @@ def check_export(run: RunDir, out: Path, fmt: str = "adapter", quant: str | None
     existing_parent = next((parent for parent in out.parents if parent.exists()), None)
     if existing_parent is not None and not existing_parent.is_dir():
         raise UserError(f"--out {out}: {existing_parent} is a file, not a directory")
-    if fmt == "gguf" and workspace is not None:
-        base_config = _base_config(load_run_config(run.config_path).model.name_or_path, workspace)
+    if fmt == "gguf" and workspace is not None:  # a hub model not on disk yet is checked after the merge
+        spec = load_run_config(run.config_path).model.name_or_path
+        base_config = _base_config(spec, workspace)
         if base_config is not None:
-            check_gguf_model(base_config, load_run_config(run.config_path).model.name_or_path)
+            check_gguf_model(base_config, spec)
     if hub_repo:
         check_hub_repo(hub_repo)
     return quant
@@ -231,8 +232,6 @@ def export_run(run: RunDir, workspace: Workspace, out: Path, merge: bool = False
     stage = progress or (lambda name, done, total: None)
     config = load_run_config(run.config_path)
     source = resolve_and_materialize(config.model.name_or_path, workspace, log=log)
-    if fmt == "gguf":
-        check_gguf_model(read_model_config(source), config.model.name_or_path)
     tokenizer = load_tokenizer(source, config.model)
     staging = out.with_name(f".{out.name}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)
