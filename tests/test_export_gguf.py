@@ -313,3 +313,16 @@ def test_push_to_hub_uploads_the_export_directory_only(workspace, tiny_llama, tm
     assert card.startswith("---\n") and "library_name: peft" in card and "| rougeL | 0.1200 | 0.6100 |" in card
     serving = (out / "SERVING.md").read_text(encoding="utf-8")
     assert f"vllm serve {tiny_llama} --enable-lora --lora-modules run-eval={out} --max-lora-rank 8" in serving
+
+
+def test_a_failed_upload_is_one_line_and_keeps_the_export(workspace, tiny_llama, tmp_path):
+    import os
+
+    run = make_lora_run(workspace, tiny_llama)
+    # a closed port on this machine: the upload fails at once, and nothing leaves the loopback interface
+    env = dict(os.environ, HF_TOKEN="hf_test_token", HF_ENDPOINT="http://127.0.0.1:9")
+    out = tmp_path / "out"
+    done = cli(workspace, "--run", run.run_id, "--out", str(out), "--push-to-hub", "me/model", env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: --push-to-hub me/model: upload failed (")
+    assert (out / "adapter_model.safetensors").exists() and (out / "README.md").exists()

@@ -410,7 +410,7 @@ def check_hub_repo(repo: str) -> str:
     return token
 
 
-def model_card(*, title: str, kind: str, base_model: str, base_hub_id: str | None, body: str, run_yaml: str,
+def model_card(*, kind: str, base_model: str, base_hub_id: str | None, body: str, run_yaml: str,
                manifest: dict[str, Any] | None, metrics: dict[str, Any] | None, tags: Sequence[str]) -> str:
     """README.md of an export: hub metadata, the description, data manifest, eval metrics, the exact run.yaml."""
     front = ["---"]

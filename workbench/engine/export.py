@@ -208,10 +208,14 @@ def _push_to_hub(out: Path, repo: str, private: bool, token: str, log: Callable[
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
-    url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
     log(f"uploading {out} to {repo}{' (private)' if private else ''}")
-    api.upload_folder(folder_path=str(out), repo_id=repo, repo_type="model",
-                      commit_message=f"Upload {out.name} exported by lora-workbench {__version__}")
+    try:
+        url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(folder_path=str(out), repo_id=repo, repo_type="model",
+                          commit_message=f"Upload {out.name} exported by lora-workbench {__version__}")
+    except Exception as error:  # noqa: BLE001 - network, auth, quota: the user's to fix, and the export stays
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(f"--push-to-hub {repo}: upload failed ({reason}); the export is in {out}") from None
     return str(url)
 
 
@@ -268,7 +272,7 @@ def export_run(run: RunDir, workspace: Workspace, out: Path, merge: bool = False
                 base_model_hub_id(config.model.name_or_path) or source, str(out),
                 re.sub(r"[^A-Za-z0-9._-]+", "-", run.run_id), config.lora.r))
         card = model_card(
-            title=run.run_id, kind=fmt, base_model=config.model.name_or_path,
+            kind=fmt, base_model=config.model.name_or_path,
             base_hub_id=base_model_hub_id(config.model.name_or_path),
             body=_description(run, config, fmt, dtype, gguf_file, quant),
             run_yaml=run.config_path.read_text(encoding="utf-8"), manifest=_manifest(config),
