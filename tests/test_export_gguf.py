@@ -31,12 +31,17 @@ def train_briefly(model_dir):
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(40):
+    for _ in range(60):
         model(**batch, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     model.save_pretrained(model_dir)
     return model_dir
+
+
+# transformers' GGUF loader reads no head_dim for qwen3 and keeps Qwen3Config's 128 (that of every real
+# Qwen3); llama.cpp reads attention.key_length, which the export writes.
+LOADER_NEEDS = {"qwen3": {"head_dim": 128}}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,8 @@ def tiny_models(tmp_path_factory):
 
     def get(model_type, trained=True):
         if (model_type, trained) not in built:
-            directory = build_tiny_model(tmp_path_factory.mktemp(f"tiny-{model_type}"), model_type)
+            directory = build_tiny_model(tmp_path_factory.mktemp(f"tiny-{model_type}"), model_type,
+                                         **LOADER_NEEDS.get(model_type, {}))
             built[model_type, trained] = train_briefly(directory) if trained else directory
         return built[model_type, trained]
 
@@ -78,7 +84,7 @@ def assert_gguf_matches(reference, model_dir, gguf_path, quant):
         assert relative < (1e-2 if quant == "f16" else 5e-2), (prompt, quant, relative)
 
 
-@pytest.mark.parametrize("model_type", ["llama", "qwen2", "mistral", "gemma2"])
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "qwen3", "mistral", "gemma2"])
 @pytest.mark.parametrize("quant", ["f16", "q8_0"])
 def test_gguf_round_trip_through_transformers(tiny_models, tmp_path, model_type, quant):
     import torch
@@ -244,7 +250,7 @@ def test_run_exports_gguf_and_an_ollama_modelfile(workspace, tiny_llama, tmp_pat
 @pytest.mark.parametrize("args, message", [
     (["--format", "gguf", "--quant", "q9_9"], "--quant q9_9: unknown"),
     (["--ollama"], "--ollama: needs --format gguf"),
-    (["--format", "gguf", "--base-type", "gpt2"], "GGUF export supports llama, mistral, qwen2, gemma, gemma2; "
+    (["--format", "gguf", "--base-type", "gpt2"], "GGUF export supports llama, mistral, qwen2, qwen3, gemma, gemma2; "
                                                   "model type 'gpt2'"),
     (["--format", "gguf", "--base-type", "bart"], "encoder-decoder (seq2seq)"),
     (["--push-to-hub", "me/model"], "--push-to-hub me/model: no Hugging Face token"),

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
         description="adapter: a clean adapter directory (safetensors) with the tokenizer, a model card and SERVING.md "
                     "(the vLLM command line). merged: the adapter merged into the unquantized base, saved as "
                     "safetensors; loads with plain AutoModelForCausalLM.from_pretrained. gguf: the merged model as "
-                    "one GGUF file for llama.cpp, Ollama and LM Studio (llama, mistral, qwen2, gemma, gemma2); "
+                    "one GGUF file for llama.cpp, Ollama and LM Studio (llama, mistral, qwen2, qwen3, gemma, gemma2); "
                     "--ollama adds a Modelfile. --push-to-hub uploads the export directory with the token from "
                     "HF_TOKEN or 'hf auth login'.",
     )

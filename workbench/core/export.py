@@ -33,8 +33,9 @@ LLAMA_CPP_QUANTS = {
 }
 QUANTS = PURE_QUANTS + tuple(LLAMA_CPP_QUANTS)
 # config.json model_type -> llama.cpp architecture (Mistral runs as llama in llama.cpp).
-GGUF_ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "gemma": "gemma", "gemma2": "gemma2"}
-SUPPORTED_GGUF = "llama, mistral, qwen2, gemma, gemma2"
+GGUF_ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma": "gemma",
+                      "gemma2": "gemma2"}
+SUPPORTED_GGUF = "llama, mistral, qwen2, qwen3, gemma, gemma2"
 
 
 def check_format(fmt: str, quant: str | None, ollama: bool) -> str:

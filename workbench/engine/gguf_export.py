@@ -5,7 +5,8 @@ llama.cpp's graphs expect and what transformers' GGUF loader undoes (the round-t
 back with `from_pretrained(gguf_file=...)`):
 - llama / mistral (llama.cpp arch "llama"): q_proj and k_proj rows are permuted from the HF rotary
   layout (rotate_half) to llama.cpp's interleaved pairs; a llama3 rope scaling becomes a rope_freqs tensor.
-- qwen2: written as is (llama.cpp uses the same NEOX rotary layout), biases included.
+- qwen2 / qwen3: written as is (llama.cpp uses the same NEOX rotary layout), qwen2's biases and qwen3's
+  per-head q/k norms included.
 - gemma / gemma2: RMSNorm weights are stored +1 (HF computes x * (1 + w), llama.cpp x * w); the LM head
   is the tied embedding.
 Norms and biases stay f32 (llama.cpp computes them in f32); 2-D weights are f16 / bf16 / q8_0 (q8_0 falls
@@ -228,7 +229,7 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, quant: str = "f16", 
         if scaling and scaling["rope_type"] == "linear":
             writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
             writer.add_rope_scaling_factor(float(scaling["factor"]))
-    if arch.startswith("gemma"):
+    if arch.startswith("gemma") or arch == "qwen3":
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
     if arch == "gemma2":
