@@ -40,8 +40,9 @@ def train_briefly(model_dir):
 
 
 # transformers' GGUF loader reads no head_dim for qwen3 and keeps Qwen3Config's 128 (that of every real
-# Qwen3); llama.cpp reads attention.key_length, which the export writes.
-LOADER_NEEDS = {"qwen3": {"head_dim": 128}}
+# Qwen3); llama.cpp reads attention.key_length, which the export writes. gemma2: llama.cpp scales attention
+# by head_dim, transformers by query_pre_attn_scalar (256, read from no GGUF key); real Gemma 2 has both 256.
+LOADER_NEEDS = {"qwen3": {"head_dim": 128}, "gemma2": {"head_dim": 256}}
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +140,7 @@ def test_sentencepiece_style_vocab_round_trip(tmp_path, model_type, tokenizer_cl
 
     tokenizer = sentencepiece_style_tokenizer(getattr(transformers, tokenizer_class), specials)
     tokenizer.save_pretrained(tmp_path)
-    config = tiny_config(model_type, vocab_size=len(tokenizer))
+    config = tiny_config(model_type, vocab_size=len(tokenizer), **LOADER_NEEDS.get(model_type, {}))
     config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)

@@ -207,6 +207,11 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, quant: str = "f16", 
     if scaling and not (arch == "llama" and scaling["rope_type"] in ("llama3", "linear")):
         raise UserError(f"{model_dir}/config.json: rope scaling {scaling['rope_type']!r} is not written to GGUF "
                         f"here (supported: none; llama3 and linear for llama)")
+    scalar = config.get("query_pre_attn_scalar")
+    if arch == "gemma2" and scalar not in (None, head_dim) and not (layers == 46 and scalar == hidden // heads):
+        # llama.cpp scales gemma2 attention by 1/sqrt(head_dim) (1/sqrt(hidden/heads) for the 46-layer 27B only)
+        raise UserError(f"{model_dir}/config.json: query_pre_attn_scalar {scalar} differs from head_dim {head_dim}; "
+                        f"llama.cpp's gemma2 cannot run this model as trained")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     n_vocab = config.get("vocab_size") or len(tokenizer)
     vocab = _Vocab(model_dir, n_vocab)
