@@ -333,3 +333,37 @@ def test_a_failed_upload_is_one_line_and_keeps_the_export(workspace, tiny_llama,
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: --push-to-hub me/model: upload failed (")
     assert (out / "adapter_model.safetensors").exists() and (out / "README.md").exists()
+
+
+def test_k_quant_through_llama_cpp_and_llama_cpp_runs_the_file(tiny_models, tmp_path):
+    """Only where llama-cpp-python is installed (not in CI): its quantizer makes q4_k_m, and llama.cpp itself
+    loads our f16 file and gives the merged model's greedy tokens."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.engine.gguf_export import write_gguf
+
+    model_dir = tiny_models("llama")
+    write_gguf(model_dir, tmp_path / "m.q4_k_m.gguf", "q4_k_m")
+    assert gguf.GGUFReader(tmp_path / "m.q4_k_m.gguf").fields["general.file_type"].contents() == \
+        gguf.LlamaFileType.MOSTLY_Q4_K_M and not list(tmp_path.glob("*intermediate*"))
+    write_gguf(model_dir, tmp_path / "m.f16.gguf", "f16")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = llama_cpp.Llama(str(tmp_path / "m.f16.gguf"), n_ctx=256, verbose=False)
+    for prompt in PROMPTS:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert model.tokenize(text.encode(), add_bos=False, special=True) == ids
+        expected = reference.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False,
+                                      pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+        model.reset()
+        got = []
+        for token in model.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0):
+            if len(got) == len(expected):
+                break
+            got.append(token)
+        assert got == expected, prompt
