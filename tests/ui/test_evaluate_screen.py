@@ -130,7 +130,9 @@ async def test_stored_results_show_on_open_and_worker_errors_keep_the_first_mess
 async def test_export_and_cancel(workspace):
     make_run(workspace, "run-x")
     export = FakeJob([{"type": "status", "message": "merging"},
-                      {"type": "result", "out": "/tmp/x", "files": ["a", "b"], "bytes": 2_000_000}])
+                      {"type": "progress", "stage": "convert", "done": 7, "total": 20},
+                      {"type": "result", "out": "/tmp/x", "files": ["a.gguf", "Modelfile"], "bytes": 2_000_000,
+                       "sizes": {"a.gguf": 1_999_000, "Modelfile": 1_000}}])
     slow_eval = FakeJob([])
     app = EvalApp(workspace, [export, slow_eval])
     async with app.run_test(size=(80, 24)) as pilot:
@@ -138,15 +140,24 @@ async def test_export_and_cancel(workspace):
         await pilot.press("ctrl+b")
         assert "type the export directory" in text(screen, "#status") and not app.started
         assert screen.query_one("#export-out", Input).has_focus
-        await pilot.press(*"merged-model")
-        screen.query_one("#merge").value = True
+        await pilot.press(*"gguf-model")
+        assert screen.query_one("#export-quant").disabled and screen.query_one("#ollama").disabled
+        screen.query_one("#export-format").value = "gguf"
+        await pilot.pause()
+        assert not screen.query_one("#export-quant").disabled
+        screen.query_one("#export-quant").value = "q8_0"
+        screen.query_one("#ollama").value = True
+        screen.query_one("#export-out").focus()
         await pilot.press("enter")
         module, args = app.started[0]
-        assert module == "workbench.engine.export" and "--merge" in args
-        assert args[args.index("--out") + 1] == str(workspace.root / "exports" / "merged-model")
+        assert module == "workbench.engine.export"
+        assert args[args.index("--format"):] == ["--format", "gguf", "--quant", "q8_0", "--ollama"]
+        assert args[args.index("--out") + 1] == str(workspace.root / "exports" / "gguf-model")
         export.release()
         await wait_until(pilot, lambda: screen.job is None, what="the export to end")
         assert text(screen, "#status") == "exported to /tmp/x (2 files, 2.0 MB)"
+        shown = [str(n.message) for n in app._notifications]
+        assert any("2.0 MB  a.gguf" in m and "1.0 kB  Modelfile" in m for m in shown), shown
 
         await pilot.press("ctrl+r")
         assert screen.job == "eval"

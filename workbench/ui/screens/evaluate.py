@@ -18,6 +18,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Checkbox, DataTable, Header, Input, Label, ProgressBar, Select, Static
 
+from workbench.core.export import FORMATS, QUANTS, human_size
 from workbench.core.report import metric_table
 from workbench.core.runs import RunDir, list_runs
 from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
@@ -47,6 +48,9 @@ class EvaluateScreen(Screen):
     EvaluateScreen #split { width: 12; margin-right: 1; }
     EvaluateScreen #limit, EvaluateScreen #max-new-tokens { width: 7; margin-right: 1; }
     EvaluateScreen #export-out { width: 1fr; margin-right: 1; }
+    EvaluateScreen #export-format { width: 11; margin-right: 1; }
+    EvaluateScreen #export-quant { width: 10; margin-right: 1; }
+    EvaluateScreen #hub-repo { width: 16; }
     EvaluateScreen #status { width: 1fr; }
     EvaluateScreen #status.error { color: $error; }
     EvaluateScreen #progress { width: 24; display: none; }
@@ -85,8 +89,14 @@ class EvaluateScreen(Screen):
             yield Input("128", id="max-new-tokens", compact=True, type="integer", tooltip="max new tokens")
         with Horizontal(classes="row"):
             yield Label("Export to")
-            yield Input(id="export-out", compact=True, placeholder="new directory (enter or ctrl+b exports)")
-            yield Checkbox("merge", id="merge", compact=True, tooltip="merge into the base: a standalone model")
+            yield Input(id="export-out", compact=True, placeholder="new dir (enter/ctrl+b exports)")
+            yield Select([(f, f) for f in FORMATS], id="export-format", value="adapter", compact=True,
+                         allow_blank=False, tooltip="adapter · merged (standalone model) · gguf (llama.cpp, Ollama)")
+            yield Select([(q, q) for q in QUANTS], id="export-quant", value="f16", compact=True, allow_blank=False,
+                         disabled=True, tooltip="GGUF type (K-quants need llama-cpp-python)")
+            yield Checkbox("ollama", id="ollama", compact=True, disabled=True, tooltip="write an Ollama Modelfile")
+            yield Input(id="hub-repo", compact=True, placeholder="hub: owner/name",
+                        tooltip="optional: upload the export to this Hugging Face repo (token: HF_TOKEN)")
         with Horizontal(classes="row"):
             yield Static("ctrl+r: evaluate base vs fine-tuned · ctrl+b: export · ctrl+o: report path", id="status",
                          markup=False)
@@ -244,14 +254,26 @@ class EvaluateScreen(Screen):
         out_path = Path(out).expanduser()
         if not out_path.is_absolute():
             out_path = self.app.workspace.root / "exports" / out_path
-        args = [run.run_id, "--workspace", str(self.app.workspace.root), "--out", str(out_path)]
-        merge = self.query_one("#merge", Checkbox).value
-        if merge:
-            args.append("--merge")
+        fmt = str(self.query_one("#export-format", Select).value)
+        args = [run.run_id, "--workspace", str(self.app.workspace.root), "--out", str(out_path), "--format", fmt]
+        if fmt == "gguf":
+            args += ["--quant", str(self.query_one("#export-quant", Select).value)]
+            if self.query_one("#ollama", Checkbox).value:
+                args.append("--ollama")
+        hub_repo = self.query_one("#hub-repo", Input).value.strip()
+        if hub_repo:
+            args += ["--push-to-hub", hub_repo]
         self._start("export", "workbench.engine.export", args, run.path / "export.log",
-                    f"exporting {run.run_id} {'merged ' if merge else 'adapter '}to {out_path}…")
+                    f"exporting {run.run_id} as {fmt} to {out_path}…")
+
+    @on(Select.Changed, "#export-format")
+    def _format_changed(self, event: Select.Changed) -> None:
+        gguf = event.value == "gguf"
+        self.query_one("#export-quant", Select).disabled = not gguf
+        self.query_one("#ollama", Checkbox).disabled = not gguf
 
     @on(Input.Submitted, "#export-out")
+    @on(Input.Submitted, "#hub-repo")
     def _export_submitted(self) -> None:
         self.action_export()
 
@@ -288,6 +310,11 @@ class EvaluateScreen(Screen):
         progress = self.query_one("#progress", ProgressBar)
         if kind == "status":
             self.set_status(data.get("message", ""))
+        elif kind == "progress" and message.job == "export" and data.get("total"):
+            # stages: merge, convert (one step per tensor), write, quantize
+            progress.update(total=data["total"], progress=data["done"])
+            unit = " tensors" if data["stage"] == "convert" else ""
+            self.set_status(f"export: {data['stage']} {data['done']}/{data['total']}{unit}")
         elif kind == "progress" and data.get("total"):
             stage = _STAGES.index((data["phase"], data["stage"]))
             progress.update(progress=stage + data["done"] / data["total"])
@@ -298,6 +325,11 @@ class EvaluateScreen(Screen):
             self.set_status(f"done: {metrics['num_examples']} examples · ctrl+o: report path")
         elif kind == "result" and message.job == "export":
             self.set_status(f"exported to {data['out']} ({len(data['files'])} files, {data['bytes'] / 1e6:.1f} MB)")
+            sizes = data.get("sizes") or {}
+            listing = "\n".join(f"{human_size(size):>9}  {name}" for name, size in sizes.items())
+            if data.get("hub_url"):
+                listing += f"\nuploaded: {data['hub_url']}"
+            self.notify(listing or data["out"], title=f"exported to {data['out']}", timeout=20, markup=False)
         elif kind == "error" and self.job_outcome is None:
             # A worker reports its error, then jsonproc adds one for the non-zero exit: keep the first.
             self.job_outcome = "failed"
