@@ -66,12 +66,13 @@ TINY_SIZES: dict[str, dict] = {
 
 
 def tiny_config(model_type: str, vocab_size: int, **overrides):
-    """A 2-layer, hidden-32 config of `model_type` from its config class."""
+    """A 2-layer, hidden-32 config of `model_type` from its config class; `overrides` may size it up (a larger
+    vocab_size than the tokenizer's leaves the extra rows unused)."""
     from transformers import AutoConfig
 
     if model_type not in TINY_SIZES:
         raise ValueError(f"no tiny config for model type {model_type!r} (known: {', '.join(TINY_SIZES)})")
-    return AutoConfig.for_model(model_type, vocab_size=vocab_size, **{**TINY_SIZES[model_type], **overrides})
+    return AutoConfig.for_model(model_type, **{"vocab_size": vocab_size, **TINY_SIZES[model_type], **overrides})
 
 
 def tiny_model(config):
