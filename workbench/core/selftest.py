@@ -115,13 +115,17 @@ class SelftestRun:
                 pending = [stage for stage in ("model", "probe", *self.methods) if stage not in self.stages]
                 if not pending:
                     break
-                current = self._run_child(Path(scratch), [m for m in self.methods if m in pending], model_dir)
-                model_dir = (self.stages.get("model") or {}).get("model_dir")
-                if current is None or current in ("model", "probe") or model_dir is None:
-                    # Nothing to retry with: every stage still pending fails with the same reason.
-                    reason = (self.stages.get(current or "") or {}).get("reason") or "the self-test worker ended early"
+                died_in = self._run_child(Path(scratch), [m for m in self.methods if m in pending], model_dir)
+                model = self.stages.get("model") or {}
+                model_dir = model.get("model_dir")
+                if model.get("status") != "ok" or died_in in (None, "probe"):
+                    # Nothing to retry with: the stages still pending are not run.
+                    reason = (f"the model stage failed ({model.get('reason')})" if model.get("status") != "ok"
+                              else f"the worker died in the {died_in} stage" if died_in
+                              else "the worker ended without reporting it")
                     for stage in pending:
-                        self.stages.setdefault(stage, failed(stage, f"not run: {reason}"))
+                        if stage not in self.stages:
+                            self.on_message(self.stages.setdefault(stage, failed(stage, f"not run: {reason}")))
         return self.report(time.monotonic() - started)
 
     def _run_child(self, scratch: Path, methods: list[str], model_dir: str | None) -> str | None:

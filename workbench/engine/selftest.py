@@ -70,6 +70,16 @@ def simulate_missing_packages() -> list[str]:
     return names
 
 
+def die_with_parent() -> None:
+    """Linux: end with the parent (the System screen kills it when the user leaves), not train on unseen."""
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def missing_trainer_packages() -> list[str]:
     import importlib.util
 
@@ -449,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.engine.protocol import open_protocol
 
     open_protocol()
+    die_with_parent()
     parser = argparse.ArgumentParser(prog="python -m workbench.engine.selftest")
     parser.add_argument("--scratch", required=True, help="temporary directory: model, data, runs")
     parser.add_argument("--workspace", help="the user's workspace, where --model is resolved and cached")

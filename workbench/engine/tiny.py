@@ -89,7 +89,7 @@ def build_tiny_model(directory: str | Path, model_type: str = "llama", seed: int
 
     directory = Path(directory)
     tokenizer = build_tokenizer(directory)
-    config = tiny_config(model_type, vocab_size=len(tokenizer), **overrides)
+    config = tiny_config(model_type, **{"vocab_size": len(tokenizer), **overrides})
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id
     config.bos_token_id = tokenizer.bos_token_id
