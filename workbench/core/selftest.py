@@ -55,18 +55,24 @@ SIZES: dict[str, Size] = {
                  dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True),
                  batch=2, max_length=64, steps=4),
-    # A CPU: SmolLM2-135M's shape, a few minutes for all methods.
-    "135m": Size("llama, SmolLM2-135M shape", _SMOLLM2, batch=4, max_length=256, steps=5),
+    # A CPU: SmolLM2-135M's shape, a few minutes for all methods on 2 cores.
+    "135m": Size("llama, SmolLM2-135M shape", _SMOLLM2, batch=2, max_length=128, steps=4),
     # A GPU: Llama-3.2-1B's shape.
     "1b": Size("llama, Llama-3.2-1B shape",
                dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                     num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192,
                     rope_theta=500000.0, tie_word_embeddings=True),
                batch=8, max_length=1024, steps=8),
+    # benchmarks/gpu_check.py: QLoRA memory of an 8B model (Llama-3.1-8B's shape).
+    "8b": Size("llama, Llama-3.1-8B shape",
+               dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                    num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192,
+                    rope_theta=500000.0, tie_word_embeddings=False),
+               batch=4, max_length=1024, steps=4),
 }
 CPU_SIZE, GPU_SIZE = "135m", "1b"
 # With --model the batch follows the device: a real model is as large as the user made it.
-MODEL_BATCH = {"cpu": (4, 256, 5), "cuda": (8, 1024, 8)}
+MODEL_BATCH = {"cpu": (2, 128, 4), "cuda": (8, 1024, 8)}
 
 
 def matmul_flops_per_token(shape: ModelShape) -> int:

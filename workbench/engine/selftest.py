@@ -131,8 +131,13 @@ class MemoryMeter:
 def build_model(scratch: Path, size_name: str) -> tuple[Path, dict[str, Any]]:
     from workbench.engine.tiny import build_tiny_model
 
+    import torch
+
     size = SIZES[size_name]
-    directory = build_tiny_model(scratch / f"model-{size_name}", "llama", **size.architecture)
+    # On a GPU in bf16: initialising billions of weights on the CPU in fp32 takes minutes.
+    cuda = torch.cuda.is_available()
+    directory = build_tiny_model(scratch / f"model-{size_name}", "llama", device="cuda" if cuda else "cpu",
+                                 dtype=torch.bfloat16 if cuda else None, **size.architecture)
     return directory, {"spec": f"random {size_name}", "label": size.label, "size": size_name}
 
 
