@@ -47,7 +47,7 @@ def test_doctor_selftest_json_on_cpu_with_bitsandbytes_missing(workspace):
         memory = stage["memory"]
         assert memory["measured_mb"] > 0 and memory["estimated_mb"] > 0
         assert memory["ratio"] == pytest.approx(memory["estimated_mb"] / memory["measured_mb"])
-        assert set(memory["terms"]) == {"weights+adapter", "training"}
+        assert memory["basis"] == "peak RSS (VmHWM)" and memory["terms"] == {}  # parts: GPU only
         assert stage["attention"] and stage["liger"] is False
         generation = stage["generation"]
         assert generation["adapter_changes_logits"] and generation["adapter_logit_delta"] > 0
@@ -145,3 +145,21 @@ def test_throughput_leaves_out_the_first_step_and_the_pause():
     ]
     speed = throughput(events, batch=2, paused_at=3)
     assert speed == {"samples_per_s": 6 / 3, "tokens_per_s": 300 / 3}
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.py --dry-run: the GPU script's whole path on the CPU with tiny sizes, one table."""
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--dry-run",
+                           "--workspace", str(tmp_path / "ws")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("check "))):]
+    rows = {line.split("  ")[0].strip(): line for line in table[1:]}
+    assert set(rows) == {"self-test model", "self-test probe", "self-test lora", "self-test qlora", "throughput",
+                         "qlora-8b", "ddp", "fsdp"}
+    assert " ok " in rows["self-test lora"] and "memory estimate/measured" in rows["self-test lora"]
+    assert " ok " in rows["throughput"] and "plain TRL" in rows["throughput"] and "x" in rows["throughput"]
+    assert "skipped" in rows["ddp"] and "needs 2+" in rows["ddp"]

@@ -325,13 +325,15 @@ def throughput(events: list[dict[str, Any]], batch: int, paused_at: int | None) 
 
 
 def memory_report(config, shape, start: dict[str, Any], baseline: float, peak: float, meter: MemoryMeter):
-    """Measured peak against the workbench's estimate for this configuration, as a whole and in two parts:
-    what is resident when training begins (weights + adapter) and what training adds (gradients, optimizer
-    state, activations, logits). The estimate's CUDA-context allowance is left out: neither measure sees it."""
+    """Measured peak against the workbench's estimate for this configuration, as a whole and, on a GPU, in two
+    parts: what is allocated when training begins (weights + adapter) and what training adds (gradients,
+    optimizer state, activations, logits). Not on the CPU: safetensors weights are memory-mapped and become
+    resident only as the first forward reads them. The estimate's CUDA-context allowance is left out: neither
+    measure sees it."""
     from workbench.core.memory import estimate_memory
 
     estimate = estimate_memory(config, shape, gradient_checkpointing=bool(start.get("gradient_checkpointing")))
-    at_start = (start.get("vram_allocated_mb") if meter.cuda else start.get("ram_mb"))
+    at_start = start.get("vram_allocated_mb") if meter.cuda else None
     loaded = at_start * MB - baseline if at_start is not None else None
     measured = peak - baseline
     estimated_loaded = estimate.weights_bytes + estimate.adapter_bytes
