@@ -92,7 +92,7 @@ def selftest_rows(report: dict, name: str) -> list[tuple[str, str, str, str]]:
         else:
             memory = stage["memory"]
             rows.append((label, "ok", f"{fmt(stage['samples_per_s'])} samples/s, {fmt(stage['tokens_per_s'])} "
-                                      f"tokens/s, MFU {fmt(100 * stage['mfu'], '%')}, {stage['attention']}",
+                                      f"tokens/s, MFU {fmt(stage['mfu'] and 100 * stage['mfu'], '%')}, {stage['attention']}",
                          f"memory estimate/measured {fmt(memory['ratio'])} ({memory['estimated_mb']:.0f}/"
                          f"{memory['measured_mb']:.0f} MiB)"))
     return rows
