@@ -207,7 +207,7 @@ def probe_stage(cuda: bool) -> dict[str, Any]:
         n, repeats = 8192, 10
         dtypes = ["bf16" if torch.cuda.is_bf16_supported() else "fp16", "fp32"]
     else:
-        n, repeats = 1024, 3
+        n, repeats = 2048, 3
         dtypes = ["bf16", "fp32"] if cpu_has_fast_bf16() else ["fp32"]
     return {"matrix": n, "tflops": {dtype: round(matmul_tflops(dtype, n, repeats), 4) for dtype in dtypes}}
 

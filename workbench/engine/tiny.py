@@ -66,13 +66,12 @@ TINY_SIZES: dict[str, dict] = {
 
 
 def tiny_config(model_type: str, vocab_size: int, **overrides):
-    """A 2-layer, hidden-32 config of `model_type` from its config class; `overrides` may size it up (a larger
-    vocab_size than the tokenizer's leaves the extra rows unused)."""
+    """A 2-layer, hidden-32 config of `model_type` from its config class."""
     from transformers import AutoConfig
 
     if model_type not in TINY_SIZES:
         raise ValueError(f"no tiny config for model type {model_type!r} (known: {', '.join(TINY_SIZES)})")
-    return AutoConfig.for_model(model_type, **{"vocab_size": vocab_size, **TINY_SIZES[model_type], **overrides})
+    return AutoConfig.for_model(model_type, vocab_size=vocab_size, **{**TINY_SIZES[model_type], **overrides})
 
 
 def tiny_model(config, dtype=None):
@@ -86,7 +85,8 @@ def tiny_model(config, dtype=None):
 def build_tiny_model(directory: str | Path, model_type: str = "llama", seed: int = 0, device: str = "cpu",
                      dtype=None, **overrides) -> Path:
     """Write a tiny random model + tokenizer of `model_type` into `directory` (safetensors). `device` and
-    `dtype` matter for large `overrides` (the self-test initialises billions of weights on a GPU)."""
+    `dtype` matter for large `overrides` (the self-test initialises billions of weights on a GPU); a
+    vocab_size among them larger than the tokenizer's leaves the extra rows unused."""
     import torch
 
     directory = Path(directory)
