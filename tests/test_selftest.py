@@ -163,3 +163,12 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert " ok " in rows["self-test lora"] and "memory estimate/measured" in rows["self-test lora"]
     assert " ok " in rows["throughput"] and "plain TRL" in rows["throughput"] and "ratio" in rows["throughput"]
     assert "skipped" in rows["ddp"] and "needs 2+" in rows["ddp"]
+
+
+def test_selftest_options_without_selftest_are_a_user_error(workspace, capsys):
+    from workbench.cli import main
+
+    assert main(["--workspace", str(workspace.root), "doctor", "--size", "tiny"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --model and --size go with --selftest"
+    assert main(["--workspace", str(workspace.root), "doctor", "--selftest", "--model", "x", "--size", "tiny"]) == 2
+    assert "does not go with --model" in capsys.readouterr().err
