@@ -147,7 +147,8 @@ def test_activation_estimate_per_layer_matches_a_traced_forward(preset, model_ty
     from workbench.core.presets import load_preset
 
     data = load_preset(preset, None).data
-    config = validate_config({**data, "lora": {**data["lora"], "lora_dropout": 0.0},
+    # The traced model is bf16 (an fp32 base adds autocast's weight copies, test_presets_core covers them).
+    config = validate_config({**data, "model": {"dtype": "bfloat16"}, "lora": {**data["lora"], "lora_dropout": 0.0},
                               "training": {**data.get("training", {}), "per_device_train_batch_size": 1,
                                            "max_length": 128, "gradient_checkpointing": False}}, preset)
     # Storages are keyed by address, and a tensor saved by a side computation that is freed during the forward

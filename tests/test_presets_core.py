@@ -151,6 +151,7 @@ def _with(preset: str, **training):
 
 def test_memory_estimate_smollm2_lora_by_hand():
     config = _with("llama-lora", per_device_train_batch_size=1, max_length=256, gradient_checkpointing=False)
+    config.model.dtype = "bfloat16"  # the base stored in 16 bits; `auto` (fp32 storage) is the next test
     estimate = estimate_memory(config, shape_from_config(SMOLLM2_135M))
     weights = 134_515_008 * 2  # bf16
     # r=16 x (in + out) per projection: q, o (576+576), k, v (576+192), gate, up, down (576+1536); 30 layers
@@ -167,6 +168,28 @@ def test_memory_estimate_smollm2_lora_by_hand():
     expected = weights + adapter_state + activations + logits + CUDA_CONTEXT_BYTES
     assert estimate.total_bytes == pytest.approx(expected, rel=1e-9)
     assert expected == 1_266_485_888
+
+
+def test_memory_estimate_counts_fp32_base_weights_and_their_autocast_copies():
+    """model.dtype auto: the trainer loads the base in fp32 (engine.models.load_model), and under bf16 autocast
+    autograd keeps a bf16 copy of every frozen matmul weight, the LM head included, for the backward pass
+    (traced, and measured by the self-test's calibration); gradient checkpointing keeps one layer's copies."""
+    shape = shape_from_config(SMOLLM2_135M)
+    blocks = 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536)
+    head = 49152 * 576
+
+    def extra(**training):
+        auto = _with("llama-lora", per_device_train_batch_size=1, max_length=256, **training)
+        bf16 = auto.model_copy(deep=True)
+        bf16.model.dtype = "bfloat16"
+        return estimate_memory(auto, shape).total_bytes - estimate_memory(bf16, shape).total_bytes
+
+    assert extra(gradient_checkpointing=False) == 134_515_008 * 2 + 2 * (blocks + head)
+    assert extra(gradient_checkpointing=True) == 134_515_008 * 2 + 2 * (blocks / 30 + head)
+    # fp32 training: no autocast, no copies; weights and activations both 4 bytes.
+    fp32 = _with("llama-lora", per_device_train_batch_size=1, max_length=256, gradient_checkpointing=False,
+                 precision="fp32")
+    assert estimate_memory(fp32, shape).weights_bytes == 134_515_008 * 4
 
 
 def test_memory_estimate_gpt2_qlora_with_checkpointing_by_hand():

@@ -125,3 +125,46 @@ async def test_model_structure_analysis_lists_modules_and_suggests_targets(works
         screen.query_one("#rank", Input).value = "0"
         await pilot.press("ctrl+r")
         assert "r must be" in text(screen, "#inspect-status") and len(app.started) == 3
+
+
+SELFTEST_REPORT_STAGES = [
+    {"type": "stage", "stage": "model", "status": "ok", "reason": None, "spec": "random tiny", "label": "tiny llama",
+     "parameters": 98624, "device": "cpu", "model_dir": "/tmp/m", "size": "tiny"},
+    {"type": "stage", "stage": "probe", "status": "ok", "reason": None, "matrix": 1024, "tflops": {"bf16": 0.5}},
+    {"type": "stage", "stage": "lora", "status": "ok", "reason": None, "samples_per_s": 1.5, "tokens_per_s": 96.0,
+     "mfu": 0.012, "precision": "bf16", "paused_at_step": 3, "attention": "sdpa", "liger": False,
+     "memory": {"ratio": 0.9, "estimated_mb": 90.0, "measured_mb": 100.0, "basis": "peak RSS (VmHWM)", "terms": {}}},
+    {"type": "stage", "stage": "qlora", "status": "failed", "reason": "quantization needs bitsandbytes: pip install bitsandbytes"},
+]
+
+
+async def test_selftest_shows_progress_then_every_stage(workspace):
+    """ctrl+s starts `python -m workbench.core.selftest` (stubbed): progress shows while it runs, a row per
+    method as each ends, then the summary; a failed stage is shown with its reason."""
+    stages = [*SELFTEST_REPORT_STAGES, {**SELFTEST_REPORT_STAGES[2], "stage": "dora", "mfu": 0.008}]
+    report = {"device": "cpu", "model": {}, "stages": stages, "ok": False, "seconds": 42.0}
+    job = FakeJob(held=True, script=[*stages[2:], {"type": "result", "report": report}])
+    app = SystemApp(workspace, [job])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.report is not None, what="the doctor report")
+        await pilot.press("ctrl+s")
+        assert screen.query_one(TabbedContent).active == "selftest"
+        assert app.started[1] == ("workbench.core.selftest", ["--workspace", str(workspace.root)])
+        for message in [*stages[:2], {"type": "stage_start", "stage": "lora"},
+                        {"type": "progress", "stage": "lora", "step": 2, "total": 4, "message": "step 2/4 loss 5.9"}]:
+            job.outbox.put(message)
+        await wait_until(pilot, lambda: text(screen, "#selftest-status") == "[lora] step 2/4 loss 5.9",
+                         what="the progress line")
+        assert screen.query_one("#selftest-progress").progress == 2  # model and probe done
+        await pilot.press("ctrl+s")  # a second press while it runs starts nothing
+        assert len(app.started) == 2
+        job.release()
+        await wait_until(pilot, lambda: screen.selftest is None and screen.selftest_report, what="the report")
+        table = screen.query_one("#selftest-table", DataTable)
+        assert table.row_count == 3
+        assert table.get_row("lora")[:6] == ["lora", "ok", "1.5", "96", "1.2%", "0.90 (90/100 MiB)"]
+        assert table.get_row("qlora")[1] == "failed" and "bitsandbytes" in table.get_row("qlora")[7]
+        assert screen.query_one("#selftest-progress").progress == 5
+        assert text(screen, "#selftest-status").startswith("self-test on cpu in 42s: FAILED stages below")
+        assert "probe  matmul 1024x1024: bf16 0.5 TFLOP/s" in text(screen, "#selftest-text")

@@ -1,6 +1,7 @@
 """GPU memory estimate for a run, from config.json alone (no weights, no torch), and GPU detection.
 
-The estimate adds: weights (16/32-bit, or 4/8-bit for the quantized linear layers), adapter parameters,
+The estimate adds: weights (as the trainer loads them: model.dtype, fp32 when `auto`, or 4/8-bit for the
+quantized linear layers, plus the 16-bit copies autocast makes of fp32 ones), adapter parameters,
 their gradients and optimizer state (fp32), activations saved for the backward pass (with or without
 gradient checkpointing), the logits of the loss, and a fixed allowance for the CUDA context.
 Parameter counts are exact for the families in `workbench.core.family` (checked against real models by
@@ -264,6 +265,25 @@ def _activation_dtype_bytes(config: RunConfig) -> int:
     return 4 if config.training.precision == "fp32" or config.model.dtype == "float32" else 2
 
 
+def _stored_weight_bytes(config: RunConfig) -> int:
+    """Bytes per base weight as the trainer loads a model that is not quantized: model.dtype, and float32 when
+    it is `auto` (engine.models.load_model's default, on a GPU too)."""
+    return 2 if config.model.dtype in ("bfloat16", "float16") else 4
+
+
+def _frozen_weight_casts(config: RunConfig, shape: ModelShape, gradient_checkpointing: bool) -> float:
+    """fp32 base weights under 16-bit autocast: every frozen matmul weight (and the LM head) is cast to 16 bits
+    on each forward, and autograd keeps the copy for the input gradient (autocast caches only weights that
+    require grad). Measured with saved_tensors_hooks: fp32 storage keeps 2 bytes per matmul weight more than
+    16-bit storage (doctor --selftest calibration). Checkpointing keeps one layer's copies at a time."""
+    if _stored_weight_bytes(config) != 4 or _activation_dtype_bytes(config) != 2:
+        return 0.0
+    blocks = sum(s.count * s.in_features * s.out_features for s in linear_layers(shape))
+    layers = shape.layers + shape.encoder_layers
+    kept = blocks / max(layers, 1) if gradient_checkpointing else blocks
+    return 2.0 * (kept + shape.vocab * shape.hidden)
+
+
 @dataclass
 class MemoryEstimate:
     total_params: int
@@ -337,7 +357,7 @@ def estimate_memory(config: RunConfig, shape: ModelShape, gpu: "GpuInfo | None" 
         quantizable = sum(s.count * s.in_features * s.out_features for s in linear_layers(shape))
         weights = _quantized_weight_bytes(config, quantizable) + (total - quantizable) * 2
     else:
-        weights = total * act_bytes
+        weights = total * float(_stored_weight_bytes(config))
     if gradient_checkpointing is None:
         gradient_checkpointing = _checkpointing_setting(config, shape, gpu)
     tokens = config.training.per_device_train_batch_size * config.training.max_length
@@ -348,6 +368,8 @@ def estimate_memory(config: RunConfig, shape: ModelShape, gpu: "GpuInfo | None" 
         per_token = layers * shape.hidden * act_bytes + per_token / max(layers, 1)
     # autocast keeps a 16-bit copy of every fp32 adapter weight it multiplies with
     adapter_casts = trainable * 2 if act_bytes == 2 else 0
+    if not (quant.load_in_4bit or quant.load_in_8bit):
+        adapter_casts += _frozen_weight_casts(config, shape, gradient_checkpointing)
     if config.lora.use_dora:
         adapter_casts += DORA_BYTES_PER_WEIGHT * sum(
             s.count * s.in_features * s.out_features for s in targeted_layers(shape, config.lora.target_modules))

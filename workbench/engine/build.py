@@ -202,7 +202,8 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     trainer.add_callback(EventCallback(run, session.writer, {
         "run_id": run.run_id, "pid": os.getpid(), "model": config.model.name_or_path, "method": config.method,
         "device": describe_device(), "trainable_params": trainable, "all_params": total, "precision": precision,
-        "world_size": args.world_size,
+        "world_size": args.world_size, "attention": trainer.model.config._attn_implementation,
+        "liger_kernel": args.use_liger_kernel, "gradient_checkpointing": checkpointing, "padding_free": padding_free,
         "resumed_from_step": int(session.resume_from.name.rsplit("-", 1)[1]) if session.resume_from else None,
     }))
     trainer.add_callback(ControlCallback(run, session.writer, session))

@@ -87,7 +87,9 @@ class EventCallback(TrainerCallback):
         self._last_tokens = state.num_input_tokens_seen
         self._last_step = state.global_step
         if state.is_world_process_zero:
-            self.writer.emit("start", total_steps=state.max_steps, **self.start_fields)
+            # Memory with the model, the adapter and the data loaded, before the first step allocates more.
+            self.writer.emit("start", total_steps=state.max_steps, ram_mb=self.process.memory_info().rss / (1024 * 1024),
+                             **self.gpu.sample(), **self.start_fields)
             self.run.write_status("running")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -115,6 +117,7 @@ class EventCallback(TrainerCallback):
             grad_norm=logs.get("grad_norm"),
             lr=logs.get("learning_rate"),
             tokens_per_s=tokens_per_s,
+            tokens_seen=state.num_input_tokens_seen,
             ram_mb=self.process.memory_info().rss / (1024 * 1024),
             eta_s=remaining * self._step_seconds if self._step_seconds is not None else None,
             **gpu,

@@ -78,28 +78,32 @@ def tiny_config(model_type: str, vocab_size: int, **overrides):
     return AutoConfig.for_model(model_type, vocab_size=vocab_size, **{**TINY_SIZES[model_type], **overrides})
 
 
-def tiny_model(config):
+def tiny_model(config, dtype=None):
     """A random model of `config`: seq2seq LM for encoder-decoder configs, causal LM otherwise."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    return auto.from_config(config)
+    return auto.from_config(config, **({"dtype": dtype} if dtype is not None else {}))
 
 
-def build_tiny_model(directory: str | Path, model_type: str = "llama", seed: int = 0, **overrides) -> Path:
-    """Write a tiny random model + tokenizer of `model_type` into `directory` (safetensors)."""
+def build_tiny_model(directory: str | Path, model_type: str = "llama", seed: int = 0, device: str = "cpu",
+                     dtype=None, **overrides) -> Path:
+    """Write a tiny random model + tokenizer of `model_type` into `directory` (safetensors). `device` and
+    `dtype` matter for large `overrides` (the self-test initialises billions of weights on a GPU); a
+    vocab_size among them larger than the tokenizer's leaves the extra rows unused."""
     import torch
 
     directory = Path(directory)
     tokenizer = build_tokenizer(directory)
-    config = tiny_config(model_type, vocab_size=len(tokenizer), **overrides)
+    config = tiny_config(model_type, **{"vocab_size": len(tokenizer), **overrides})
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id
     config.bos_token_id = tokenizer.bos_token_id
     if config.is_encoder_decoder:
         config.decoder_start_token_id = tokenizer.bos_token_id
     torch.manual_seed(seed)
-    model = tiny_model(config)
+    with torch.device(device):
+        model = tiny_model(config, dtype)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(directory, safe_serialization=True)

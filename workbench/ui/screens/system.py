@@ -1,9 +1,11 @@
 """System: the `doctor` report (versions, GPUs, torch/CUDA, bitsandbytes, RAM, disk, QLoRA/multi-GPU
-readiness with fixes) and a model structure analysis (seed 002) suggesting LoRA target modules.
+readiness with fixes), the self-test (`doctor --selftest`: train a few steps per method and measure) and a
+model structure analysis (seed 002) suggesting LoRA target modules.
 
-Both run as child processes speaking JSON lines (core/jsonproc.py): the doctor as
-`python -m workbench.core.hardware --report`, the analysis as `python -m workbench.engine.inspect_model`
-on a weightless meta-device model. No torch in this process, and leaving the screen kills the children.
+All run as child processes speaking JSON lines (core/jsonproc.py): the doctor as
+`python -m workbench.core.hardware --report`, the self-test as `python -m workbench.core.selftest`, the
+analysis as `python -m workbench.engine.inspect_model` on a weightless meta-device model. No torch in this
+process, and leaving the screen kills the children.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Header, Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Input, Label, ProgressBar, Static, TabbedContent, TabPane
 
 from workbench.core.hardware import format_report
+from workbench.core.selftest import METHOD_COLUMNS, METHODS, STAGES, format_selftest, method_row, progress_line
 from workbench.core.models import DEFAULT_MODEL
 from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
 from workbench.ui.widgets.footer import KeysFooter
@@ -33,9 +36,12 @@ class SystemScreen(Screen):
     SystemScreen #modules { height: 1fr; }
     SystemScreen #suggestion { height: auto; max-height: 6; }
     SystemScreen .error { color: $error; }
+    SystemScreen #selftest-table { height: auto; max-height: 6; }
+    SystemScreen #selftest-summary { height: 1fr; }
     """
     BINDINGS = [
         Binding("ctrl+r", "analyze", "Analyze model"),
+        Binding("ctrl+s", "selftest", "Self-test"),
         Binding("f5", "refresh_report", "Re-check", show=False),
     ]
 
@@ -48,6 +54,8 @@ class SystemScreen(Screen):
         self.doctor_failed = False
         self.client: JobClient | None = None
         self.job_failed = False
+        self.selftest: JobClient | None = None
+        self.selftest_report: dict[str, Any] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -55,6 +63,14 @@ class SystemScreen(Screen):
             with TabPane("Environment", id="environment"):
                 with VerticalScroll(id="doctor-scroll"):
                     yield Static("checking the environment…", id="doctor", markup=False)
+            with TabPane("Self-test", id="selftest"):
+                yield Static("ctrl+s: train a random-weight model a few steps with LoRA, QLoRA and DoRA (pause, "
+                             "resume, generate) and measure speed, MFU and memory against the estimate; about a "
+                             "minute on a GPU, a few on a CPU", id="selftest-status", markup=False)
+                yield ProgressBar(total=len(STAGES), show_eta=False, id="selftest-progress")
+                yield DataTable(id="selftest-table", cursor_type="row", zebra_stripes=True)
+                with VerticalScroll(id="selftest-summary"):
+                    yield Static("", id="selftest-text", markup=False)
             with TabPane("Model structure", id="structure"):
                 with Horizontal(classes="row"):
                     yield Label("Model")
@@ -84,10 +100,11 @@ class SystemScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#modules", DataTable).add_columns("Type", "Name", "Count", "Role", "Shape (in→out)",
                                                           "LoRA params")
+        self.query_one("#selftest-table", DataTable).add_columns(*METHOD_COLUMNS)
         self.action_refresh_report()
 
     def on_unmount(self) -> None:
-        for client in (self.doctor, self.client):
+        for client in (self.doctor, self.client, self.selftest):
             if client is not None:
                 client.kill()
 
@@ -116,6 +133,42 @@ class SystemScreen(Screen):
         doctor = self.query_one("#doctor", Static)
         doctor.add_class("error")
         doctor.update(f"the environment check failed: {message}\n\nf5: check again")
+
+    # -- self-test ----------------------------------------------------------------------------
+    def action_selftest(self) -> None:
+        self.query_one(TabbedContent).active = "selftest"
+        if self.selftest is not None:
+            return  # one at a time: it measures the machine
+        self.selftest_report = None
+        self.query_one("#selftest-table", DataTable).clear()
+        self.query_one("#selftest-progress", ProgressBar).update(progress=0)
+        self.query_one("#selftest-text", Static).update("")
+        self.set_selftest_status("starting the self-test…")
+        self.selftest = self.job_factory("workbench.core.selftest", ["--workspace", str(self.app.workspace.root)],
+                                         self.logs / "selftest-runner.log")
+        self._read_messages("selftest", self.selftest)
+
+    def set_selftest_status(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#selftest-status", Static)
+        status.update(text)
+        status.set_class(error, "error")
+
+    def _on_selftest_message(self, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        if kind in ("progress", "stage"):
+            self.set_selftest_status(progress_line(data) or "")
+        if kind == "stage":
+            self.query_one("#selftest-progress", ProgressBar).advance(1)
+            if data["stage"] in METHODS:
+                self.query_one("#selftest-table", DataTable).add_row(*method_row(data), key=data["stage"])
+        elif kind == "result":
+            self.selftest_report = data["report"]
+            lines = format_selftest(self.selftest_report)
+            self.set_selftest_status(lines[0] + " · ctrl+s: run again", error=not self.selftest_report["ok"])
+            self.query_one("#selftest-text", Static).update("\n".join(line for line in lines[1:]
+                                                                       if not line.startswith("stage ")))
+        elif kind == "error":
+            self.set_selftest_status(f"the self-test failed: {data.get('message', 'failed')}", error=True)
 
     # -- model structure ----------------------------------------------------------------------
     @on(Input.Submitted, "#model")
@@ -161,6 +214,12 @@ class SystemScreen(Screen):
                 self._show_report_error(data.get("message", "failed"))
             elif kind == "exit":
                 self.doctor = None
+            return
+        if message.job == "selftest":
+            if kind == "exit":
+                self.selftest = None
+            else:
+                self._on_selftest_message(data)
             return
         if kind == "status":
             self.set_inspect_status(data.get("message", ""))
