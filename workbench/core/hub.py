@@ -327,8 +327,9 @@ def describe_progress(event: dict[str, Any]) -> str:
     percent = f"{100 * done / total:.0f}%" if total else "?%"
     speed = f"{format_bytes(event['bytes_per_s'])}/s" if event.get("bytes_per_s") else "-"
     eta = f"ETA {event['eta_s']:.0f}s" if event.get("eta_s") is not None else ""
-    return (f"downloading {event.get('repo')} {event.get('file') or ''} {percent} "
-            f"({format_bytes(done)}/{format_bytes(total)}, {speed}) {eta}").rstrip()
+    parts = ["downloading", event.get("repo"), event.get("file"), percent,
+             f"({format_bytes(done)}/{format_bytes(total)}, {speed})", eta]
+    return " ".join(str(part) for part in parts if part)
 
 
 def hub_status() -> dict[str, Any]:

@@ -139,7 +139,8 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     precision = resolve_precision(config)
     dtype = compute_dtype(config.quantization.bnb_4bit_compute_dtype) if config.method in ("qlora", "qdora") else None
     log(f"loading {config.model.name_or_path}")
-    model, tokenizer, _ = load_for_config(config, workspace, log=log, dtype=dtype)
+    model, tokenizer, _ = load_for_config(config, workspace, log=log, dtype=dtype,
+                                          on_download=lambda event: session._emit("download", **event))
     if getattr(model.config, "is_encoder_decoder", False):
         raise UserError(f"model {config.model.name_or_path!r} is encoder-decoder; the trainer fine-tunes causal LMs only")
     train = load_split(config.data, config.data.train_file)

@@ -119,7 +119,7 @@ def export_run(run: RunDir, workspace: Workspace, out: Path, merge: bool = False
     out = Path(out).expanduser().resolve()
     check_export(run, out)
     config = load_run_config(run.config_path)
-    source = resolve_and_materialize(config.model.name_or_path, workspace, log=log)
+    source = resolve_and_materialize(config.model.name_or_path, workspace, log=log, model=config.model)
     tokenizer = load_tokenizer(source, config.model)
     staging = out.with_name(f".{out.name}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)
