@@ -56,6 +56,7 @@ class HubStandIn:
     # -- responses ------------------------------------------------------------------------------
     def handle(self, request: BaseHTTPRequestHandler, body: bool) -> None:
         self.requests.append((request.command, request.path, request.headers.get("Range")))
+        request.close_connection = True  # no keep-alive: after stop() nothing answers any more
         info, resolve = _INFO.match(request.path), _RESOLVE.match(request.path)
         match = info or resolve
         repo = match.group("repo") if match else None
@@ -84,6 +85,7 @@ class HubStandIn:
 
     def _reply(self, request, status: int, payload: bytes, headers: dict[str, str], body: bool) -> None:
         request.send_response(status)
+        request.send_header("Connection", "close")
         for name, value in headers.items():
             request.send_header(name, value)
         request.send_header("Content-Length", str(len(payload)))
@@ -98,6 +100,7 @@ class HubStandIn:
         if ranged and body:
             start = int(re.match(r"bytes=(\d+)-", ranged).group(1))
         request.send_response(206 if start else 200)
+        request.send_header("Connection", "close")
         request.send_header("ETag", f'"{self._etag(path)}"')
         request.send_header("X-Repo-Commit", self.commit(repo))
         request.send_header("Accept-Ranges", "bytes")

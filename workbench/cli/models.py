@@ -41,19 +41,10 @@ def _when(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "-"
 
 
-def format_parameters(count: int | None) -> str:
-    if count is None:
-        return "-"
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= scale:
-            return f"{count / scale:.1f}{unit}"
-    return str(count)
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     from workbench.cli import workspace_of
     from workbench.core.hub import cache_dir, format_bytes
-    from workbench.core.model_library import list_models
+    from workbench.core.model_library import format_parameters, list_models
 
     entries = list_models(workspace_of(args))
     if args.json:

@@ -38,6 +38,15 @@ class ModelEntry:
         return asdict(self)
 
 
+def format_parameters(count: int | None) -> str:
+    if count is None:
+        return "-"
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f}{unit}"
+    return str(count)
+
+
 def safetensors_parameters(directory: Path) -> int | None:
     """Sum of tensor sizes from the safetensors headers (8-byte length + JSON), without loading weights."""
     total, found = 0, False
