@@ -67,7 +67,7 @@ class WorkbenchApp(App):
         Binding("g", "mode('playground')", "Play"),
         Binding("e", "mode('evaluate')", "Eval"),
         Binding("s", "mode('system')", "System"),
-        Binding("m", "mode('models')", "Models"),
+        Binding("m", "mode('models')", "Models", show=False),  # the footer is full at 80 columns; ? lists it
         # The single keys above go to a focused text field first; alt+key switches from anywhere.
         *[Binding(f"alt+{key}", f"mode('{mode}')", show=False, priority=True)
           for key, mode in (("d", "data"), ("p", "presets"), ("t", "train"), ("r", "runs"),
