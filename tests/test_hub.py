@@ -156,12 +156,20 @@ def test_a_connection_dropped_mid_file_is_resumed_not_corrupted(hub_env, stand_i
     assert events[-1]["bytes_done"] == events[-1]["bytes_total"]
 
 
-def test_refusal_mid_download_keeps_finished_files_and_says_to_rerun(hub_env, stand_in, repo_dir, monkeypatch):
+def test_an_interrupted_pull_continues_with_the_files_not_yet_downloaded(hub_env, stand_in, repo_dir):
     plan = hub.plan_download(REPO)
-    stand_in.errors[REPO] = (403, "GatedRepo")  # access is withdrawn between the file list and the files
-    with pytest.raises(UserError, match="downloading .* failed .*run it again"):
+    stand_in.failing_files.add("tokenizer.json")  # the Hub fails mid-pull, after the weights
+    with pytest.raises(UserError, match="downloading tokenizer.json failed .*run it again"):
         hub.download(plan)
     assert not list(hub_env.rglob("*.incomplete"))
+    stand_in.failing_files.clear()
+    stand_in.requests.clear()
+    events = []
+    snapshot = hub.ensure_model(REPO, log=lambda m: None, report=events.append)
+    fetched = sorted(path.rsplit("/", 1)[1] for method, path, _ in stand_in.requests if "/resolve/" in path)
+    assert fetched == ["tokenizer.json", "tokenizer.json", "tokenizer_config.json", "tokenizer_config.json"]  # HEAD+GET
+    assert events[-1]["bytes_total"] == sum((repo_dir / n).stat().st_size for n in fetched[::2])
+    assert hub.snapshot_complete(snapshot) and digest(snapshot / "tokenizer.json") == digest(repo_dir / "tokenizer.json")
 
 
 def test_cached_model_is_used_offline(hub_env, stand_in, monkeypatch):
@@ -204,3 +212,30 @@ def test_a_run_downloads_its_hub_model_then_trains_offline(hub_env, stand_in, wo
     events = read_events(second.events_path)
     assert not [e for e in events if e["type"] == "download"]
     assert any("unreachable: using the cached" in str(e.get("message")) for e in events)
+
+
+def test_pickle_only_repo_is_refused_unless_allowed(hub_env, stand_in, tmp_path):
+    pickle_repo = tmp_path / "pickle-repo"
+    pickle_repo.mkdir()
+    (pickle_repo / "config.json").write_text('{"model_type": "gpt2"}')
+    (pickle_repo / "pytorch_model.bin").write_bytes(b"\x80" * 1000)
+    stand_in.repos["org/pickled"] = pickle_repo
+    with pytest.raises(UserError, match="no safetensors weights.*model.allow_pickle_weights=true"):
+        hub.plan_download("org/pickled")
+    snapshot = hub.ensure_model("org/pickled", allow_pickle=True, log=lambda m: None)
+    assert sorted(p.name for p in snapshot.iterdir()) == ["config.json", "pytorch_model.bin"]
+
+
+def test_doctor_reports_the_token_presence_never_its_value(tmp_path, monkeypatch):
+    from workbench.core.hardware import doctor_report, format_report
+
+    secret = "hf_" + "x" * 30
+    monkeypatch.setenv("HF_TOKEN", secret)
+    report = doctor_report(tmp_path, engine={"torch": None, "reason": "skipped"})
+    text = "\n".join(format_report(report))
+    assert report["hub"]["token"] is True and "token: set" in text
+    assert secret not in text and secret not in json.dumps(report)
+    assert f"cache: {report['hub']['cache_dir']}" in text and report["hub"]["cache_free_gb"] > 0
+    monkeypatch.setattr(hub, "token_present", lambda: False)
+    assert "token: none (gated models: hf auth login)" in "\n".join(format_report(doctor_report(
+        tmp_path, engine={"torch": None, "reason": "skipped"})))
