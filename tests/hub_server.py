@@ -24,7 +24,7 @@ class HubStandIn:
     repos: dict[str, Path] = field(default_factory=dict)  # repo id -> directory of its files
     errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # repo id -> (status, X-Error-Code)
     drop_after: dict[str, int] = field(default_factory=dict)  # file name -> bytes sent before one drop
-    failing_files: set[str] = field(default_factory=set)  # file names answered with HTTP 500
+    failing_files: set[str] = field(default_factory=set)  # file names answered with HTTP 403
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
 
     def commit(self, repo: str) -> str:
@@ -76,7 +76,7 @@ class HubStandIn:
             return self._reply(request, 200, json.dumps(payload).encode(), {"Content-Type": "application/json"}, body)
         path = directory / resolve.group("file")
         if path.name in self.failing_files:
-            return self._reply(request, 500, b"", {}, body)
+            return self._reply(request, 403, b"", {}, body)
         if not path.is_file():
             return self._reply(request, 404, b"", {"X-Error-Code": "EntryNotFound",
                                                    "X-Repo-Commit": self.commit(repo)}, body)

@@ -239,3 +239,15 @@ def test_doctor_reports_the_token_presence_never_its_value(tmp_path, monkeypatch
     monkeypatch.setattr(hub, "token_present", lambda: False)
     assert "token: none (gated models: hf auth login)" in "\n".join(format_report(doctor_report(
         tmp_path, engine={"torch": None, "reason": "skipped"})))
+
+
+def test_engine_workers_get_download_progress_as_loading_lines(hub_env, workspace):
+    """Playground, eval and export pass only `log`: the download shows there as progress lines."""
+    from workbench.core.config import ModelSection
+    from workbench.engine.models import resolve_and_materialize
+
+    lines = []
+    source = resolve_and_materialize(REPO, workspace, log=lines.append, model=ModelSection(name_or_path=REPO))
+    assert hub.snapshot_complete(Path(source)) and Path(source).is_relative_to(hub_env)
+    progress = [line for line in lines if line.startswith(f"downloading {REPO} ") and "%" in line]
+    assert progress[0].startswith(f"downloading {REPO} 0%") and " 100% " in progress[-1]
