@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from workbench.cli.output import print_json, print_json_line, print_table
+from workbench.cli.output import confirmed, print_json, print_json_line, print_table
 from workbench.core.errors import UserError
 
 
@@ -101,16 +101,9 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
     entry = find_model(workspace_of(args), args.name)
     used_by = f"; runs using it: {', '.join(entry.runs)} (they re-download or re-convert it)" if entry.runs else ""
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UserError(f"models rm {entry.name}: no terminal to confirm on; pass --yes to remove without asking")
-        try:
-            answer = input(f"remove {entry.name} ({format_bytes(entry.size_bytes)} in {entry.path}){used_by}? [y/N] ")
-        except EOFError:
-            answer = ""
-        if answer.strip().lower() not in ("y", "yes"):
-            print("kept")
-            return 0
+    question = f"remove {entry.name} ({format_bytes(entry.size_bytes)} in {entry.path}){used_by}?"
+    if not args.yes and not confirmed(question, f"models rm {entry.name}", "remove"):
+        return 0
     remove_model(entry)
     print(f"removed {entry.name} ({format_bytes(entry.size_bytes)}){used_by}")
     return 0
