@@ -251,3 +251,11 @@ def test_engine_workers_get_download_progress_as_loading_lines(hub_env, workspac
     assert hub.snapshot_complete(Path(source)) and Path(source).is_relative_to(hub_env)
     progress = [line for line in lines if line.startswith(f"downloading {REPO} ") and "%" in line]
     assert progress[0].startswith(f"downloading {REPO} 0%") and " 100% " in progress[-1]
+
+
+def test_train_refuses_a_missing_hub_model_before_creating_the_run(hub_env, workspace, tiny_split, capsys):
+    assert main(["--workspace", str(workspace.root), "train", "--preset", "llama-lora", "--data", str(tiny_split),
+                 "--model", "org/missing", "--max-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "model 'org/missing' does not exist on" in err and err.count("\n") == 1
+    assert not workspace.runs.exists() or not any(workspace.runs.iterdir())

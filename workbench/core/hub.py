@@ -292,8 +292,9 @@ def cached_snapshot(repo: str, revision: str | None = None, allow_pickle: bool =
 
 def ensure_model(repo: str, revision: str | None = None, allow_pickle: bool = False, *,
                  log: Callable[[str], None] = print, report: ProgressCallback | None = None,
-                 hub: str | None = None, cache: Path | None = None) -> Path:
-    """The local snapshot directory of a hub model, downloading what is missing (with progress) first.
+                 hub: str | None = None, cache: Path | None = None, fetch: bool = True) -> Path:
+    """The local snapshot directory of a hub model, downloading what is missing (with progress) first;
+    fetch=False only runs the checks (a run's preflight) and downloads nothing.
 
     Offline (HF_HUB_OFFLINE, or the Hub unreachable) a complete cached snapshot is used as it is."""
     from huggingface_hub import constants
@@ -313,7 +314,7 @@ def ensure_model(repo: str, revision: str | None = None, allow_pickle: bool = Fa
             raise
         log(f"{hub or endpoint()} unreachable: using the cached {repo}")
         return cached
-    if plan.missing:
+    if plan.missing and fetch:
         log(f"downloading {repo} ({len(plan.missing)} of {len(plan.files)} files, "
             f"{format_bytes(plan.bytes_missing)}) into {cache}")
         download(plan, report, hub=hub)
