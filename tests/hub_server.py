@@ -25,6 +25,8 @@ class HubStandIn:
     errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # repo id -> (status, X-Error-Code)
     drop_after: dict[str, int] = field(default_factory=dict)  # file name -> bytes sent before one drop
     failing_files: set[str] = field(default_factory=set)  # file names answered with HTTP 403
+    stall_after: dict[str, int] = field(default_factory=dict)  # file name -> bytes sent before waiting on `release`
+    release: threading.Event = field(default_factory=threading.Event)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
 
     def commit(self, repo: str) -> str:
@@ -119,5 +121,11 @@ class HubStandIn:
             request.wfile.flush()
             request.close_connection = True
             request.connection.shutdown(2)  # the connection drops mid-file
+            return
+        stall = self.stall_after.pop(path.name, None)
+        if stall is not None:
+            request.wfile.write(data[start:stall])
+            request.wfile.flush()
+            self.release.wait(60)  # the client is killed meanwhile
             return
         request.wfile.write(data[start:])

@@ -259,3 +259,45 @@ def test_train_refuses_a_missing_hub_model_before_creating_the_run(hub_env, work
     err = capsys.readouterr().err
     assert "model 'org/missing' does not exist on" in err and err.count("\n") == 1
     assert not workspace.runs.exists() or not any(workspace.runs.iterdir())
+
+
+def test_partials_of_a_killed_download_are_removed_unless_in_progress(hub_env, stand_in, repo_dir):
+    from filelock import FileLock
+
+    plan = hub.plan_download(REPO)
+    blobs = hub_env / plan.folder / "blobs"
+    blobs.mkdir(parents=True)
+    stale, active = blobs / "aaaa.1234abcd.incomplete", blobs / "bbbb.5678abcd.incomplete"
+    stale.write_bytes(b"x" * 1000)
+    active.write_bytes(b"y" * 10)
+    (hub_env / ".locks" / plan.folder).mkdir(parents=True)
+    with FileLock(hub_env / ".locks" / plan.folder / "bbbb.lock"):  # another process is downloading bbbb
+        assert hub.remove_stale_partials(plan) == 1000
+    assert not stale.exists() and active.exists()
+
+
+def test_a_pull_killed_mid_file_is_completed_by_the_next_pull(hub_env, stand_in, repo_dir, workspace):
+    import signal
+
+    from engine_helpers import wait_until
+
+    stand_in.stall_after["model.safetensors"] = 40_000
+    pull = subprocess.Popen([sys.executable, "-m", "workbench", "--workspace", str(workspace.root), "models", "pull",
+                             REPO, "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        wait_until(lambda: list(hub_env.rglob("*.incomplete")), 60, what="the partial weights file")
+        pull.send_signal(signal.SIGKILL)  # as a closed terminal or the OOM killer would
+        pull.wait(10)
+    finally:
+        stand_in.release.set()
+        pull.kill()
+    assert list(hub_env.rglob("*.incomplete"))  # left behind by the killed process
+    again = cli("--workspace", str(workspace.root), "models", "pull", REPO, "--json")
+    assert again.returncode == 0, again.stderr
+    downloads = [json.loads(line) for line in again.stdout.splitlines() if '"download"' in line]
+    # The files finished before the kill are kept; the weights restart (their partial cannot be reused).
+    remaining = ("model.safetensors", "tokenizer.json", "tokenizer_config.json")
+    assert downloads[-1]["bytes_total"] == sum((repo_dir / name).stat().st_size for name in remaining)
+    snapshot = Path(json.loads(again.stdout.splitlines()[-1])["path"])
+    assert digest(snapshot / "model.safetensors") == digest(repo_dir / "model.safetensors")
+    assert not list(hub_env.rglob("*.incomplete"))

@@ -113,10 +113,32 @@ class DownloadPlan:
         return sum(f.size or 0 for f in self.files)
 
     @property
-    def snapshot(self) -> Path:
+    def folder(self) -> str:
         from huggingface_hub.file_download import repo_folder_name
 
-        return self.cache / repo_folder_name(repo_id=self.repo, repo_type="model") / "snapshots" / self.commit
+        return repo_folder_name(repo_id=self.repo, repo_type="model")
+
+    @property
+    def snapshot(self) -> Path:
+        return self.cache / self.folder / "snapshots" / self.commit
+
+
+def remove_stale_partials(plan: DownloadPlan) -> int:
+    """Delete the partial files that a killed download left behind (huggingface_hub names each attempt
+    `<etag>.<random>.incomplete` and cannot reuse it); a partial whose blob lock another process holds is
+    in progress and stays. Returns the bytes freed."""
+    from filelock import FileLock, Timeout
+
+    freed = 0
+    for partial in (plan.cache / plan.folder / "blobs").glob("*.incomplete"):
+        lock = plan.cache / ".locks" / plan.folder / f"{partial.name.split('.', 1)[0]}.lock"
+        try:
+            with FileLock(lock, timeout=0):
+                freed += partial.stat().st_size
+                partial.unlink()
+        except (Timeout, FileNotFoundError):
+            continue
+    return freed
 
 
 def _refusal(repo: str, error: Exception, hub: str) -> UserError:
@@ -242,6 +264,7 @@ def download(plan: DownloadPlan, report: ProgressCallback | None = None, *, hub:
     """Fetch the plan's missing files into the cache, one at a time; returns the snapshot directory."""
     from huggingface_hub import hf_hub_download
 
+    remove_stale_partials(plan)
     progress = _Progress(plan, report or (lambda event: None))
     progress.emit()
     for hub_file in plan.missing:
