@@ -285,13 +285,14 @@ def test_a_pull_killed_mid_file_is_completed_by_the_next_pull(hub_env, stand_in,
     pull = subprocess.Popen([sys.executable, "-m", "workbench", "--workspace", str(workspace.root), "models", "pull",
                              REPO, "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        wait_until(lambda: list(hub_env.rglob("*.incomplete")), 60, what="the partial weights file")
+        weights_partial = f"{digest(repo_dir / 'model.safetensors')}.*.incomplete"  # the stand-in's ETag
+        wait_until(lambda: list(hub_env.rglob(weights_partial)), 60, what="the partial weights file")
         pull.send_signal(signal.SIGKILL)  # as a closed terminal or the OOM killer would
         pull.wait(10)
     finally:
         stand_in.release.set()
         pull.kill()
-    assert list(hub_env.rglob("*.incomplete"))  # left behind by the killed process
+    assert list(hub_env.rglob(weights_partial))  # left behind by the killed process
     again = cli("--workspace", str(workspace.root), "models", "pull", REPO, "--json")
     assert again.returncode == 0, again.stderr
     downloads = [json.loads(line) for line in again.stdout.splitlines() if '"download"' in line]
