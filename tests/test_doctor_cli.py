@@ -15,7 +15,7 @@ def test_doctor_json_has_every_field_on_cpu(workspace):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert set(report) == {"python", "packages", "torch", "bitsandbytes", "engine_reason", "gpus", "cpu", "disk",
-                           "readiness"}
+                           "hub", "readiness"}
     assert report["python"]["version"].count(".") == 2
     for name in ("torch", "transformers", "peft", "trl", "bitsandbytes", "textual"):
         assert report["packages"][name], name

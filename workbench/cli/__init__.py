@@ -16,7 +16,7 @@ from workbench import __version__
 from workbench.core.errors import UserError
 from workbench.core.workspace import Workspace
 
-COMMAND_MODULES = ["demo", "doctor", "data", "presets", "train", "runs", "generate", "evaluate", "export"]
+COMMAND_MODULES = ["demo", "doctor", "data", "presets", "train", "runs", "generate", "evaluate", "export", "models"]
 
 
 class OneLineParser(argparse.ArgumentParser):

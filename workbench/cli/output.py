@@ -41,3 +41,19 @@ def format_duration(seconds: float | None) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def confirmed(question: str, command: str, what: str) -> bool:
+    """Ask `question [y/N]` on the terminal; without one, refuse naming --yes (a script must say so)."""
+    from workbench.core.errors import UserError
+
+    if not sys.stdin.isatty():
+        raise UserError(f"{command}: no terminal to confirm on; pass --yes to {what} without asking")
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("kept")
+    return False

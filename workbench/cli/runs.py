@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
-from workbench.cli.output import format_duration, print_json, print_table
+from workbench.cli.output import confirmed, format_duration, print_json, print_table
 from workbench.core.errors import UserError
 from workbench.core.runs import ACTIVE_STATES, RunDir, delete_run, list_runs, open_run
 
@@ -148,16 +147,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     run = _run(args)
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UserError(f"runs delete {run.run_id}: no terminal to confirm on; pass --yes to delete without asking")
-        try:
-            answer = input(f"delete run {run.run_id} and everything in {run.path}? [y/N] ")
-        except EOFError:
-            answer = ""
-        if answer.strip().lower() not in ("y", "yes"):
-            print("kept")
-            return 0
+    question = f"delete run {run.run_id} and everything in {run.path}?"
+    if not args.yes and not confirmed(question, f"runs delete {run.run_id}", "delete"):
+        return 0
     delete_run(run)
     print(f"deleted {run.run_id}")
     return 0

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.data:
             raise UserError("--data is required with --preset")
         config = resolve_config(workspace, args.preset, args.data, args.model, args.overrides, args.max_steps)
+    check_hub_model(config.model, workspace)
     run_dir = create_run(workspace, config, args.run_id)
     launch(run_dir)
     if args.detach:
@@ -53,6 +54,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"started {run_dir.run_id} (detached); follow it with: lora-workbench runs show {run_dir.run_id} --follow")
         return 0
     return follow_run(run_dir, as_json=args.json)
+
+
+def check_hub_model(model, workspace) -> None:
+    """A hub model's refusals (not found, gated, disk, offline and not cached) before any run dir exists;
+    the trainer downloads it."""
+    from workbench.core.hub import ensure_model
+    from workbench.core.models import resolve_model
+
+    if resolve_model(model.name_or_path, workspace).kind == "hub":
+        ensure_model(model.name_or_path, model.revision, model.allow_pickle_weights, log=lambda message: None,
+                     fetch=False)
 
 
 def reproduce_config(workspace, args: argparse.Namespace):

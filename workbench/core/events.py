@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-EVENT_TYPES = ("start", "step", "eval", "checkpoint", "log", "end")
+EVENT_TYPES = ("start", "step", "eval", "checkpoint", "log", "end", "download")
 
 # The fields each event type carries; a field that cannot be measured is present and null.
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -27,6 +27,7 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "checkpoint": ("step", "path"),
     "log": ("level", "message"),
     "end": ("status", "step", "adapter_path", "error"),
+    "download": ("repo", "file", "bytes_done", "bytes_total", "bytes_per_s", "eta_s"),
 }
 
 

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from workbench.core.hub import hub_status
+
 # Distribution names (as pip knows them); the optional ones are reported as null when absent.
 PACKAGES = (
     "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "safetensors",
@@ -240,6 +242,7 @@ def doctor_report(workspace_root: Path, engine: dict[str, Any] | None = None) ->
         "gpus": gpus,
         "cpu": probe_cpu_ram(),
         "disk": probe_disk(workspace_root),
+        "hub": hub_status(),
         "readiness": readiness(packages, gpus, engine),
     }
 
@@ -267,6 +270,10 @@ def format_report(report: dict) -> list[str]:
     lines.append(f"cpu          {cpu['cpu_model'] or '?'}  {cpu['logical_cores']} logical cores  "
                  f"RAM {cpu['ram_available_mb']}/{cpu['ram_total_mb']} MiB free")
     lines.append(f"disk         {disk['free_gb']} GB free of {disk['total_gb']} GB at {disk['path']}")
+    if "hub" in report:
+        hub = report["hub"]
+        lines.append(f"hub          {hub['endpoint']}  token: {'set' if hub['token'] else 'none (gated models: hf auth login)'}"
+                     f"  cache: {hub['cache_dir']} ({hub['cache_free_gb']} GB free){'  offline' if hub['offline'] else ''}")
     lines.append("packages     " + ", ".join(
         f"{name} {version}" for name, version in report["packages"].items() if version))
     missing = [name for name, version in report["packages"].items() if not version]

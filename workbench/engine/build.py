@@ -124,8 +124,8 @@ def sft_config(config: RunConfig, output_dir: str, precision: str, has_eval: boo
 
 
 def build_causal_trainer(config: RunConfig, model, tokenizer, args, train, evaluation, callbacks, log):
-    """TRL's SFTTrainer with padding-free batches and the compact LM head where they apply, and a line
-    describing that layout for the log."""
+    """TRL's SFTTrainer with padding-free batches and the compact LM head where they apply, a line describing
+    that layout for the log, and whether batches are padding-free."""
     from trl import SFTTrainer
 
     padding_free = config.training.padding_free and model_masks_packed_sequences(model)
@@ -152,7 +152,7 @@ def build_causal_trainer(config: RunConfig, model, tokenizer, args, train, evalu
     layout = (f"padding-free {'on' if padding_free else 'off'}"
               f"{' (per-example attention)' if per_example_attention else ''}, "
               f"LM head on {'labelled positions only' if compact_head else 'every position'}")
-    return trainer, layout
+    return trainer, layout, padding_free
 
 
 def build_trainer(config: RunConfig, workspace: Workspace, session):
@@ -171,7 +171,8 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     precision = resolve_precision(config)
     dtype = compute_dtype(config.quantization.bnb_4bit_compute_dtype) if config.method in ("qlora", "qdora") else None
     log(f"loading {config.model.name_or_path}")
-    model, tokenizer, _ = load_for_config(config, workspace, log=log, dtype=dtype)
+    model, tokenizer, _ = load_for_config(config, workspace, log=log, dtype=dtype,
+                                          on_download=lambda event: session._emit("download", **event))
     seq2seq = config.task == "seq2seq"
     if bool(getattr(model.config, "is_encoder_decoder", False)) != seq2seq:
         kind = "encoder-decoder" if not seq2seq else "decoder-only"
@@ -193,8 +194,10 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
                                                config.training.early_stopping_threshold))
     if seq2seq:
         trainer, layout = build_seq2seq_trainer(config, model, tokenizer, args, train, evaluation, callbacks)
+        padding_free = False  # dynamic padding: encoder-decoder batches are not concatenated
     else:
-        trainer, layout = build_causal_trainer(config, model, tokenizer, args, train, evaluation, callbacks, log)
+        trainer, layout, padding_free = build_causal_trainer(config, model, tokenizer, args, train, evaluation,
+                                                             callbacks, log)
     log(f"precision {precision}, gradient checkpointing {'on' if checkpointing else 'off'}, {layout}, "
         f"{len(train)} training rows")
     trainable, total = count_parameters(trainer.model)

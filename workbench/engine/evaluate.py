@@ -210,7 +210,8 @@ def load_run_model(run: RunDir, config: RunConfig, workspace: Workspace):
 
     from workbench.engine.models import compute_dtype, load_adapter_model, load_tokenizer, resolve_and_materialize
 
-    source = resolve_and_materialize(config.model.name_or_path, workspace, log=lambda m: emit("status", message=m))
+    source = resolve_and_materialize(config.model.name_or_path, workspace, log=lambda m: emit("status", message=m),
+                                     model=config.model)
     tokenizer = load_tokenizer(source, config.model)
     quantized = config.quantization.load_in_4bit or config.quantization.load_in_8bit
     if quantized:  # load_model places the 4-bit base itself

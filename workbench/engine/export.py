@@ -235,7 +235,7 @@ def export_run(run: RunDir, workspace: Workspace, out: Path, merge: bool = False
     token = check_hub_repo(hub_repo) if hub_repo else None
     stage = progress or (lambda name, done, total: None)
     config = load_run_config(run.config_path)
-    source = resolve_and_materialize(config.model.name_or_path, workspace, log=log)
+    source = resolve_and_materialize(config.model.name_or_path, workspace, log=log, model=config.model)
     tokenizer = load_tokenizer(source, config.model)
     staging = out.with_name(f".{out.name}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)

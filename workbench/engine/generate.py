@@ -99,8 +99,8 @@ class Playground:
             section = ModelSection.model_validate({**(model_section or {}), "name_or_path": model})
             quant = QuantizationSection.model_validate(quantization) if quantization else None
             emit("progress", step=0, total=total, message=f"resolving {model}")
-            source = resolve_and_materialize(model, self.workspace, log=lambda m: emit("progress", step=0,
-                                                                                        total=total, message=m))
+            source = resolve_and_materialize(model, self.workspace, model=section,
+                                             log=lambda m: emit("progress", step=0, total=total, message=m))
             emit("progress", step=1, total=total, message="loading tokenizer")
             self.tokenizer = load_tokenizer(source, section)
             emit("progress", step=2, total=total, message=f"loading {model}")

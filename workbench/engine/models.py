@@ -24,12 +24,16 @@ from workbench.core.workspace import Workspace
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-def materialize(ref: ModelRef, log=print) -> str:
-    """Return what `from_pretrained` should load; converts a GGUF to a cached HF directory on first use.
+def materialize(ref: ModelRef, log=print, model: ModelSection | None = None, on_download=None) -> str:
+    """Return what `from_pretrained` should load: a hub model is downloaded first (its own stage, with
+    `download` progress dicts to `on_download`, else progress lines to `log`) and loads from the cache;
+    a GGUF is converted to a cached HF directory on first use.
 
     transformers loads GGUF (dequantized) but flags the model as quantized and refuses save_pretrained,
     so the model is rebuilt from its config and state dict before saving.
     """
+    if ref.kind == "hub":
+        return str(fetch_hub_model(ref.spec, model, log, on_download))
     if not ref.needs_conversion or ref.is_converted:
         return ref.hf_source
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -59,8 +63,16 @@ def materialize(ref: ModelRef, log=print) -> str:
     return ref.hf_source
 
 
-def resolve_and_materialize(spec: str, workspace: Workspace, log=print) -> str:
-    return materialize(resolve_model(spec, workspace), log=log)
+def fetch_hub_model(repo: str, model: ModelSection | None, log=print, on_download=None) -> Path:
+    from workbench.core.hub import describe_progress, ensure_model
+
+    return ensure_model(repo, model.revision if model else None, bool(model and model.allow_pickle_weights),
+                        log=log, report=on_download or (lambda event: log(describe_progress(event))))
+
+
+def resolve_and_materialize(spec: str, workspace: Workspace, log=print, model: ModelSection | None = None,
+                            on_download=None) -> str:
+    return materialize(resolve_model(spec, workspace), log=log, model=model, on_download=on_download)
 
 
 def cuda_bf16_ok() -> bool:
@@ -166,9 +178,11 @@ def _may_have_pickle_weights(source: str, message: str) -> bool:
     return "safetensors" in message
 
 
-def load_for_config(config: RunConfig, workspace: Workspace, log=print, dtype: torch.dtype | None = None):
+def load_for_config(config: RunConfig, workspace: Workspace, log=print, dtype: torch.dtype | None = None,
+                    on_download=None):
     """The base model and tokenizer a run trains on (quantized for QLoRA)."""
-    source = resolve_and_materialize(config.model.name_or_path, workspace, log=log)
+    source = resolve_and_materialize(config.model.name_or_path, workspace, log=log, model=config.model,
+                                     on_download=on_download)
     tokenizer = load_tokenizer(source, config.model)
     model = load_model(source, config.model, config.quantization, dtype=dtype)
     return model, tokenizer, source

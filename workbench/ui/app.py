@@ -25,6 +25,7 @@ SCREENS = {
     "playground": ("playground", "PlaygroundScreen"),
     "evaluate": ("evaluate", "EvaluateScreen"),
     "system": ("system", "SystemScreen"),
+    "models": ("models", "ModelsScreen"),
 }
 
 
@@ -66,10 +67,11 @@ class WorkbenchApp(App):
         Binding("g", "mode('playground')", "Play"),
         Binding("e", "mode('evaluate')", "Eval"),
         Binding("s", "mode('system')", "System"),
+        Binding("m", "mode('models')", "Models", show=False),  # the footer is full at 80 columns; ? lists it
         # The single keys above go to a focused text field first; alt+key switches from anywhere.
         *[Binding(f"alt+{key}", f"mode('{mode}')", show=False, priority=True)
           for key, mode in (("d", "data"), ("p", "presets"), ("t", "train"), ("r", "runs"),
-                            ("g", "playground"), ("e", "evaluate"), ("s", "system"))],
+                            ("g", "playground"), ("e", "evaluate"), ("s", "system"), ("m", "models"))],
         Binding("question_mark,f1", "help", "Help", key_display="?"),
         Binding("ctrl+t", "next_theme", "Theme", show=False),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),

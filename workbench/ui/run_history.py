@@ -43,6 +43,7 @@ class Snapshot:
     last_time: float | None
     logs: list[dict[str, Any]]
     events_seen: int
+    download: dict[str, Any] = field(default_factory=dict)  # the model download before loading, while it lasts
 
 
 @dataclass
@@ -58,6 +59,7 @@ class RunHistory:
     last_time: float | None = None
     logs: deque = field(default_factory=lambda: deque(maxlen=MAX_LOG_LINES))
     events_seen: int = 0
+    download: dict[str, Any] = field(default_factory=dict)
     version: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -82,6 +84,10 @@ class RunHistory:
         if isinstance(when, (int, float)):
             self.first_time = when if self.first_time is None else self.first_time
             self.last_time = when
+        if kind == "download":
+            self.download = event
+            return
+        self.download = {}  # anything after the download (log lines of loading, start) ends its stage
         if kind == "start":
             self.start = event
             self.end = None  # a resumed run starts again in the same directory
@@ -120,6 +126,7 @@ class RunHistory:
                 last_time=self.last_time,
                 logs=list(self.logs),
                 events_seen=self.events_seen,
+                download=dict(self.download),
             )
 
 

@@ -13,7 +13,8 @@ HELP_TEXT = """\
   d  Data: import, inspect and split datasets      p  Presets: LoRA/QLoRA configs, memory estimate
   t  Train: new run and the live view of a run      r  Runs: every run; open, compare, delete
   g  Playground: base vs fine-tuned answers         e  Evaluate / Export
-  s  System: GPU, memory, environment               ?  this help      ctrl+t  next theme
+  s  System: GPU, memory, environment               m  Models: cached hub models; pull, remove
+  ?  this help      ctrl+t  next theme
   ctrl+q  quit (runs keep going: the trainer is a detached process)
 
 [b]Train[/b]

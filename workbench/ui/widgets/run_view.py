@@ -18,6 +18,7 @@ from textual.widgets import Button, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from workbench.core.events import EventTail
+from workbench.core.hub import describe_progress
 from workbench.core.runs import ACTIVE_STATES, RunDir
 from workbench.ui.messages import RunStateChanged, RunUpdated
 from workbench.ui.run_history import RunHistory, Snapshot, elapsed_seconds, format_duration
@@ -292,8 +293,12 @@ class RunView(Vertical):
         total = step.get("total_steps") or start.get("total_steps")
         done = step.get("step") or 0
         bar = self.query_one("#progress", ProgressBar)
-        bar.update(total=total or None, progress=done)
         live = self.state in ACTIVE_STATES
+        if live and snap.download:  # the model is still downloading: its bytes, not steps
+            bar.update(total=snap.download.get("bytes_total") or None, progress=snap.download.get("bytes_done") or 0)
+            self._show_text("#progress-text", describe_progress(snap.download))
+            return
+        bar.update(total=total or None, progress=done)
         eta = step.get("eta_s") if live else None
         parts = [f"step {done}/{total or '?'}", f"epoch {_num(step.get('epoch'), '.2f')}",
                  f"elapsed {format_duration(elapsed_seconds(snap, live))}"]

@@ -1,0 +1,197 @@
+"""Models: every cached hub model and converted model (family, parameters, size, last use, runs using it);
+pull a hub model with a progress bar, remove one after a confirmation naming the runs that use it.
+
+A pull runs as `python -m workbench models pull REPO --json` (a child speaking JSON lines: download
+events, then done or error); listing and removal run in thread workers (huggingface_hub, no torch).
+"""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Header, Input, ProgressBar, Static
+from textual.worker import get_current_worker
+
+from workbench.core.errors import UserError
+from workbench.core.hub import describe_progress, format_bytes
+from workbench.core.model_library import format_parameters, list_models, remove_model
+from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
+from workbench.ui.widgets.confirm import ConfirmScreen
+from workbench.ui.widgets.footer import KeysFooter
+
+COLUMNS = ("model", "kind", "family", "params", "size", "last used", "runs")
+
+
+def start_pull(repo: str, workspace_root) -> JobClient:
+    return start_job("workbench", ["--workspace", str(workspace_root), "models", "pull", repo, "--json"],
+                     workspace_root / "logs" / "pull-model.log")
+
+
+class ModelsScreen(Screen):
+    BINDINGS = [
+        Binding("n", "focus_pull", "Pull"),
+        Binding("delete", "remove", "Remove", show=False),  # named in the hint line
+        Binding("f5", "refresh", "Refresh", show=False),
+        Binding("escape", "leave_input", show=False),
+    ]
+    DEFAULT_CSS = """
+    ModelsScreen #models {
+        height: 1fr;
+    }
+    ModelsScreen #pull-row {
+        height: 1;
+    }
+    ModelsScreen #pull-row ProgressBar {
+        width: auto;
+        margin-right: 1;
+    }
+    ModelsScreen #pull-status {
+        width: 1fr;
+        height: 1;
+    }
+    ModelsScreen #models-hint {
+        height: auto;
+        color: $text-muted;
+        padding: 0 1;
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict = {}  # name -> ModelEntry
+        self.pull_job: JobClient | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        table = DataTable(id="models", cursor_type="row", zebra_stripes=True)
+        table.add_columns(*COLUMNS)
+        yield table
+        yield Input(placeholder="hub id to pull (org/name), enter", id="pull-repo")
+        with Horizontal(id="pull-row"):
+            yield ProgressBar(total=None, show_eta=False, id="pull-progress")
+            yield Static("", id="pull-status")
+        yield Static("", id="models-hint")
+        yield KeysFooter()
+
+    def on_mount(self) -> None:
+        self.query_one("#models", DataTable).focus()
+        self.action_refresh()
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+
+    # -- listing --------------------------------------------------------------------------------
+    def action_refresh(self) -> None:
+        self.run_worker(self._load, thread=True, exclusive=True, group="models")
+
+    def _load(self) -> None:
+        worker = get_current_worker()
+        try:
+            entries = list_models(self.app.workspace)
+        except (OSError, UserError) as error:
+            self.app.call_from_thread(self.notify, f"cannot list models: {error}", severity="error")
+            return
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self._show, entries)
+
+    def _show(self, entries: list) -> None:
+        import time
+
+        table = self.query_one("#models", DataTable)
+        selected = self.selected_name()
+        self.entries = {entry.name: entry for entry in entries}
+        table.clear()
+        for e in entries:
+            used = time.strftime("%m-%d %H:%M", time.localtime(e.last_used)) if e.last_used else "-"
+            table.add_row(e.name, e.kind, e.family or "-", format_parameters(e.parameters),
+                          format_bytes(e.size_bytes), used, ", ".join(e.runs) or "-", key=e.name)
+        if selected in self.entries:
+            table.move_cursor(row=table.get_row_index(selected))
+        total = format_bytes(sum(e.size_bytes for e in entries))
+        self.query_one("#models-hint", Static).update(
+            f"{len(entries)} models, {total} · n pull a hub model · del removes the selected one · f5 refresh"
+            if entries else "No models cached yet: n, then a hub id (org/name), pulls one.")
+
+    def selected_name(self) -> str | None:
+        table = self.query_one("#models", DataTable)
+        if not table.row_count:
+            return None
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return row_key.value
+
+    # -- pull -----------------------------------------------------------------------------------
+    def action_focus_pull(self) -> None:
+        self.query_one("#pull-repo", Input).focus()
+
+    def action_leave_input(self) -> None:
+        self.query_one("#models", DataTable).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        repo = event.value.strip()
+        if not repo:
+            return
+        if self.pull_job is not None:
+            self.notify("a pull is already running", severity="warning")
+            return
+        self.query_one("#pull-status", Static).update(f"asking the Hub about {repo}...")
+        self.query_one("#pull-progress", ProgressBar).update(total=None, progress=0)
+        self.pull_job = start_pull(repo, self.app.workspace.root)
+        self._follow_pull(self.pull_job)
+        self.query_one("#models", DataTable).focus()
+
+    @work(thread=True, exclusive=True, group="pull")
+    def _follow_pull(self, job: JobClient) -> None:
+        forward_job_messages(self, "pull", job)
+
+    def on_job_message(self, message: JobMessage) -> None:
+        if message.job != "pull":
+            return
+        data = message.data
+        status = self.query_one("#pull-status", Static)
+        if data["type"] == "download":
+            self.query_one("#pull-progress", ProgressBar).update(total=data.get("bytes_total") or None,
+                                                                  progress=data.get("bytes_done") or 0)
+            status.update(describe_progress(data))
+        elif data["type"] == "log":
+            status.update(str(data.get("message")))
+        elif data["type"] == "done":
+            status.update(f"{data.get('repo')} is ready")
+            self.action_refresh()
+        elif data["type"] == "error":
+            status.update(f"[b red]{escape(str(data.get('message')))}[/]")
+            self.notify(str(data.get("message")), severity="error", timeout=10)
+        elif data["type"] == "exit":
+            self.pull_job = None
+
+    def on_unmount(self) -> None:
+        if self.pull_job is not None:
+            self.pull_job.kill()
+
+    # -- removal --------------------------------------------------------------------------------
+    def action_remove(self) -> None:
+        entry = self.entries.get(self.selected_name() or "")
+        if entry is None:
+            return
+        used = (f"\nUsed by runs: {', '.join(entry.runs)} (they download or convert it again when loaded)"
+                if entry.runs else "\nNo run uses it.")
+        question = f"Remove {entry.name} ({format_bytes(entry.size_bytes)})?{used}"
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._remove(entry)
+
+        self.app.push_screen(ConfirmScreen(question, "Remove"), confirmed)
+
+    @work(thread=True, group="remove")
+    def _remove(self, entry) -> None:
+        try:
+            remove_model(entry)
+        except OSError as error:
+            self.app.call_from_thread(self.notify, f"cannot remove {entry.name}: {error}", severity="error")
+            return
+        self.app.call_from_thread(self.notify, f"removed {entry.name}")
+        self.app.call_from_thread(self.action_refresh)
