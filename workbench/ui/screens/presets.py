@@ -320,6 +320,13 @@ class PresetsScreen(Screen):
     def action_close_editor(self) -> None:
         self.close_editor()
 
+    def leave_field(self) -> None:
+        """Escape in the editor cancels the edit (and focuses the field table)."""
+        if self.editing is None:
+            self.set_focus(None)
+        else:
+            self.close_editor()
+
     def close_editor(self) -> None:
         if self.editing is None:
             return
