@@ -231,7 +231,7 @@ async def test_new_run_form_resolves_and_launches_like_the_cli(workspace, monkey
 
     app = WorkbenchApp(workspace, initial_mode="train")
     async with app.run_test(size=(120, 40)) as pilot:
-        app.start_new_run("llama-lora")
+        app.start_new_run("llama-dora")
         await wait_until(pilot, lambda: type(app.screen).__name__ == "NewRunScreen" and app.screen.query("#start"), what="the form")
         screen = app.screen
         screen.query_one("#model").value = str(model_dir)
@@ -246,8 +246,42 @@ async def test_new_run_form_resolves_and_launches_like_the_cli(workspace, monkey
         assert app.current_run_id == "from-tui"
         run = RunDir(workspace.run_dir("from-tui"))
         await wait_until(pilot, lambda: run.read_status().get("state") == "completed", what="the run to end")
+        app.start_new_run()  # no preset asked for: the one last started
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NewRunScreen" and app.screen.query("#start"),
+                         what="the form again")
+        assert app.screen.query_one("#preset").value == "llama-dora"
     saved = run.config_path.read_text(encoding="utf-8")
     assert "r: 4" in saved and "max_steps: 5" in saved and str(dataset) in saved
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (120, 40)])
+async def test_new_run_start_and_a_path_override_error_stay_in_view(workspace, size):
+    from workbench.core.data.demo import ensure_demo_dataset
+
+    ensure_demo_dataset(workspace)
+    app = WorkbenchApp(workspace, initial_mode="train")
+    async with app.run_test(size=size) as pilot:
+        app.start_new_run("llama-lora")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NewRunScreen" and app.screen.query("#start"),
+                         what="the form")
+        screen = app.screen
+        screen.query_one("#overrides").focus()  # the last fields: the form scrolls, the buttons stay
+        screen.query_one("#overrides").value = "data.path=/nonexistent/data"
+        screen.query_one("#run-id").focus()
+        screen.refresh_review()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        error = screen.query_one("#form-error")
+        assert "data.path '/nonexistent/data': no such dataset directory" in str(error.render())
+        footer_top = size[1] - 1
+        for widget in (screen.query_one("#start"), error, screen.query_one("#run-id")):
+            assert widget.region.height and widget.region.bottom <= footer_top, f"{widget.id} out of view"
+        await wait_until(pilot, lambda: screen.gpus is not None, what="GPU detection")
+        screen.query_one("#overrides").value = ""
+        screen.refresh_review()
+        review = str(screen.query_one("#review").render())
+        assert "total" in review and "CUDA context" not in review  # no CUDA GPU on the test machines
+    assert not workspace.runs.exists() or not any(workspace.runs.iterdir())
 
 
 async def test_new_run_form_names_the_problem_instead_of_starting(workspace):

@@ -268,7 +268,7 @@ class PresetsScreen(Screen):
         gpus = self.gpus or []
         try:
             estimate = estimate_run(config, self.app.workspace, distributed.smallest_gpu_in_use(config, gpus),
-                                    reference_if_other_family=True)
+                                    reference_if_other_family=True, cuda=self.gpus is None or bool(gpus))
         except UserError as error:
             memory.update(f"memory: {error}")
             return
