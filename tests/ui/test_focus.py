@@ -3,6 +3,8 @@ footer says so), after which letters are screen keys again. Every screen, at 80x
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from textual.widgets import Input, TextArea
 
@@ -71,17 +73,20 @@ async def test_escape_leaves_every_text_field_and_typing_never_switches_screens(
     assert all(checked[mode] for mode in ("data", "preset editor", "playground", "evaluate", "new run")), checked
 
 
-async def test_the_playground_prompt_takes_a_held_out_question_without_typing(workspace):
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_the_playground_prompt_takes_a_held_out_question_without_typing(workspace, size):
     from workbench.core.data.demo import ensure_demo_dataset
 
     ensure_demo_dataset(workspace)
     app = WorkbenchApp(workspace, initial_mode="playground")
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=size) as pilot:
         examples = app.screen.query_one("#examples")
         assert app.focused is examples
         await pilot.press("enter", "down", "enter")
         prompt = app.screen.query_one("#prompt", TextArea)
         first_question = app.screen.examples[0]
         assert prompt.text == first_question and "원" in "".join(app.screen.examples)
+        test_split = (workspace.datasets / "demo" / "test.jsonl").read_text(encoding="utf-8")
+        assert all(json.dumps(question, ensure_ascii=False) in test_split for question in app.screen.examples)
         await pilot.press("d")
         assert app.current_mode == "data"
