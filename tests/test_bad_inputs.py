@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -420,3 +421,21 @@ def test_max_length_zero_after_tokenizer(tree, tiny_llama, capsys, monkeypatch):
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("error: --max-length 0: must be a positive number")
     assert snapshot(tree["root"]) == before
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.path=/nonexistent/dataset", "data.path '/nonexistent/dataset': no such dataset directory"),
+    ("data.train_file=missing.jsonl", "data.train_file 'missing.jsonl': not found in"),
+    ("model.name_or_path=/nonexistent/model", "model '/nonexistent/model' not found"),
+])
+def test_path_overrides_are_checked_before_the_trainer_starts(tmp_path, override, message):
+    from workbench.core.data.demo import ensure_demo_dataset
+    from workbench.core.errors import UserError
+    from workbench.core.newrun import resolve_config
+    from workbench.core.workspace import Workspace
+
+    workspace = Workspace.resolve(tmp_path / "ws")
+    ensure_demo_dataset(workspace)
+    with pytest.raises(UserError, match=re.escape(message)):
+        resolve_config(workspace, "smollm2-demo", "demo", overrides=[override])
+    assert not workspace.runs.exists() or not any(workspace.runs.iterdir())

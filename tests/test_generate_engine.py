@@ -121,6 +121,21 @@ def test_trained_adapter_pane_differs_from_base(playground):
     assert messages[-1]["type"] == "done"
 
 
+def test_two_panes_stream_interleaved_and_match_one_at_a_time(playground):
+    panes = [{"pane": "left", "adapter": "paris"}, {"pane": "right", "adapter": BASE}]
+    messages = run_panes(playground, panes, params={"max_new_tokens": 10, "repetition_penalty": 1.0})
+    tokens = [m["pane"] for m in messages if m["type"] == "token"]
+    first_end = next(i for i, m in enumerate(messages) if m["type"] == "pane_end")
+    # both panes' tokens arrive before either pane ends, alternating
+    assert {"left", "right"} <= {m["pane"] for m in messages[:first_end] if m["type"] == "token"}
+    assert any(a != b for a, b in zip(tokens, tokens[1:]))
+    together = pane_texts(messages)
+    for pane in panes:  # the same answers as each pane generated alone
+        alone = pane_texts(run_panes(playground, [pane], params={"max_new_tokens": 10, "repetition_penalty": 1.0}))
+        assert alone[pane["pane"]] == together[pane["pane"]]
+    assert together["left"].startswith("Paris")
+
+
 def test_both_adapters_share_one_base(playground, tiny_llama):
     from transformers import AutoModelForCausalLM
 
@@ -223,8 +238,8 @@ def test_worker_streams_two_panes_and_cancels(tiny_llama, adapters, tmp_path):
         process.send({"type": "cancel"})
         rest = _worker_messages(process, "done")
         ends = {m["pane"]: m for m in rest if m["type"] == "pane_end"}
-        assert ends["left"]["cancelled"] and ends["left"]["tokens"] < 480
-        assert ends["right"]["cancelled"] and ends["right"]["tokens"] == 0  # the cancel covers queued panes
+        # both panes stream together, so the cancel stops both
+        assert all(ends[pane]["cancelled"] and 0 < ends[pane]["tokens"] < 480 for pane in ("left", "right"))
         process.process.stdin.close()  # EOF: the worker leaves on its own
         assert process.process.wait(timeout=120) == 0
     finally:

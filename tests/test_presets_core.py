@@ -296,3 +296,11 @@ def test_a_preset_shows_its_family_reference_model_when_its_model_is_of_another_
                             reference_if_other_family=True)
     assert estimate.model == "Qwen/Qwen2.5-7B-Instruct"
     assert estimate.trainable_params == 40_370_176  # what PEFT prints for r=16 on all 7 projections
+
+
+def test_memory_estimate_counts_no_cuda_context_without_cuda():
+    config = _with("llama-lora", per_device_train_batch_size=1, max_length=256)
+    shape = shape_from_config(SMOLLM2_135M)
+    on_gpu, on_cpu = estimate_memory(config, shape), estimate_memory(config, shape, cuda=False)
+    assert on_gpu.total_bytes - on_cpu.total_bytes == CUDA_CONTEXT_BYTES
+    assert "CUDA context" in dict(on_gpu.rows()) and "CUDA context" not in dict(on_cpu.rows())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from textual.app import App
 from textual.widgets import DataTable, Input, ProgressBar, Select, Static
@@ -89,8 +90,8 @@ async def test_evaluate_shows_progress_then_metrics_and_examples_side_by_side(wo
         assert "done: 3 examples" in text(screen, "#status")
         table = screen.query_one("#metrics", DataTable)
         assert table.row_count == 7
-        assert table.get_row("perplexity")[1:5] == ["12.000", "6.500", "-5.500", "better"]
-        assert table.get_row("rougeL")[3] == "+0.4000"
+        assert [str(cell) for cell in table.get_row("perplexity")[1:5]] == ["12.000", "6.500", "-5.500", "better"]
+        assert str(table.get_row("rougeL")[3]) == "+0.4000"
         examples = screen.query_one("#examples", DataTable)
         assert examples.row_count == 3
         assert text(screen, "#base-answer") == "기본 답 0" and text(screen, "#tuned-answer") == "튜닝 답 0"
@@ -171,3 +172,26 @@ async def test_no_runs_says_what_to_do(workspace):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("ctrl+r")
         assert "train one first" in text(app.screen, "#status") and not app.started
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_a_run_that_gets_its_adapter_is_offered_and_the_metric_headers_line_up(workspace, size):
+    first = make_run(workspace, "run-first")
+    write_results(first, *fake_results(first))
+    app = EvalApp(workspace, [])
+    async with app.run_test(size=size) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, EvaluateScreen), what="the screen")
+        select = app.screen.query_one("#run", Select)
+        await wait_until(pilot, lambda: select.value == "run-first", what="the run offered")
+        make_run(workspace, "run-later")  # its adapter appears while the screen is shown
+        await wait_until(pilot, lambda: "run-later" in app.screen.offered_run_ids, timeout=10,
+                         what="the new run offered")
+        assert select.value == "run-first"  # the choice stays
+        table = app.screen.query_one("#metrics", DataTable)
+        await wait_until(pilot, lambda: table.row_count > 0, what="the metrics")
+        widths = [column.get_render_width(table) for column in table.ordered_columns]
+        header = table.ordered_columns
+        for index, name in ((1, "Base"), (2, "Tuned"), (3, "Delta")):
+            assert header[index].label.plain == name and header[index].label.justify == "right"
+            cell = table.get_row_at(0)[index]
+            assert cell.justify == "right" and widths[index] >= len(cell.plain)

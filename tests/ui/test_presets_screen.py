@@ -54,7 +54,8 @@ async def test_stepping_through_presets_and_families(workspace):
         assert _row(app, "quantization.load_in_4bit") == ("* load_in_4bit", "true  (default false)")
         assert _row(app, "lora.r") == ("  r", "16")
         # the preset's default model is SmolLM2 (llama): the estimate is for the family's reference model
-        assert "memory for Qwen/Qwen2.5-7B-Instruct: ~" in str(screen.query_one("#memory", Static).render())
+        assert ("memory for Qwen/Qwen2.5-7B-Instruct (qwen reference: smollm2-135m is not qwen): ~"
+                in str(screen.query_one("#memory", Static).render()))
         await pilot.press("f", "f", "f", "f", "f", "f")  # around to llama again
         assert screen.current == "llama-lora"
         assert "memory for smollm2-135m: ~" in str(screen.query_one("#memory", Static).render())
@@ -180,3 +181,26 @@ async def test_the_estimate_is_per_gpu_for_the_presets_distributed_settings(work
         await pilot.press("8", "enter")
         assert ("not on this machine: distributed.num_processes 8: only 4 GPU(s) visible (this machine); "
                 "one process per GPU") in shown().replace("\n", " ")
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_list_values_and_the_unset_model_show_what_they_are(workspace, size):
+    app = PresetsApp(workspace)
+    async with app.run_test(size=size) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, PresetsScreen) and app.screen.current, timeout=5.0)
+        screen = app.screen
+        await pilot.press("f")  # qwen-lora: names no model
+        modules = "[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]"
+        assert _row(app, "lora.target_modules")[1] == modules  # not swallowed as a markup tag
+        assert _row(app, "model.name_or_path")[1] == "smollm2-135m  (not in the preset: New run or --model sets it)"
+        table = screen.query_one("#fields", DataTable)
+        table.focus()
+        table.move_cursor(row=table.get_row_index("lora.target_modules"))
+        await pilot.pause()
+        detail = screen.query_one("#field-value", Static)
+        assert str(detail.render()) == f"lora.target_modules = {modules}"
+        assert detail.region.bottom <= size[1] - 1 and detail.size.height == 2  # in full, above the footer
+        await pilot.press("f", "f", "f", "f", "f", "f", "f")  # around to smollm2-demo's family (llama)
+        app.screen._select("smollm2-demo")
+        await pilot.pause()
+        assert _row(app, "model.name_or_path")[1] == "smollm2-135m"  # set by the preset: no note

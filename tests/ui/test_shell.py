@@ -99,8 +99,8 @@ async def test_runs_screen_lists_opens_compares_and_deletes(workspace):
         table = app.screen.query_one("#runs")
         await wait_until(pilot, lambda: table.row_count == 2, what="two runs listed")
         rows = {table.get_row_at(i)[1]: table.get_row_at(i) for i in range(2)}
-        assert rows["run-a"][2:] == ["completed", "tiny-llama", "llama-lora", "60/60", "1.1421", "01:01"]
-        assert rows["run-b"][2] == "failed" and rows["run-b"][4] == "llama-qlora"
+        assert rows["run-a"][2:] == ["completed", "60/60", "1.1421", "01:01", "tiny-llama", "llama-lora"]
+        assert rows["run-b"][2] == "failed" and rows["run-b"][7] == "llama-qlora"
 
         await pilot.press("space", "down", "space", "c")
         await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), what="the comparison")
@@ -153,17 +153,34 @@ def test_snapshot_train_120x40(workspace, snap_compare):
     assert snap_compare(_train_app(workspace), terminal_size=(120, 40), run_before=_settle)
 
 
-async def _runs_loaded(pilot):
+async def _runs_loaded(pilot, rows: int = 2):
     table = pilot.app.screen.query_one("#runs")
 
     def measured() -> bool:
         # DataTable sizes its columns to new rows only when idle: wait for the run ids to be measured too,
         # or a busy machine snapshots the header-only widths.
         run_column = next(column for column in table.ordered_columns if column.label.plain == "run")
-        return table.row_count == 2 and run_column.content_width >= len("run-a")
+        return table.row_count == rows and run_column.content_width >= len("run-a")
 
     await wait_until(pilot, measured, what="runs listed and measured")
     await pilot.pause(0.1)
+
+
+async def test_runs_at_80_columns_show_best_eval_and_duration(workspace):
+    finished_runs(workspace)
+    write_history(make_run(workspace, "run-20261203-101500-ab12"), 40)  # an automatic run id
+    app = WorkbenchApp(workspace, initial_mode="runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _runs_loaded(pilot, rows=3)
+        table = app.screen.query_one("#runs")
+        right_edge = 0
+        for column in table.ordered_columns:
+            right_edge += column.get_render_width(table)
+            if column.label.plain == "duration":
+                break
+        assert right_edge <= 80, "best eval and duration must be within 80 columns"
+        detail = str(app.screen.query_one("#run-detail").render())
+        assert "model " in detail and "preset " in detail and "best eval" in detail
 
 
 def test_snapshot_runs_80x24(workspace, snap_compare):

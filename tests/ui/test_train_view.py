@@ -108,6 +108,67 @@ async def test_failed_run_shows_its_error(workspace):
         assert "CUDA out of memory. Tried to allocate 2.00 GiB" in text_of(app, "#error")
         assert app.screen.query_one("#error").display
         assert app.screen.query_one("#stop").disabled
+        # the error is where the charts were, and the progress bar does not animate
+        error_box = app.screen.query_one("#error")
+        assert error_box.size.height >= 8 and not app.screen.query_one("#charts").display
+        assert app.screen.query_one("#progress").total == 100 and "runs/run-failed/trainer.log" in text_of(app, "#error")
+        await pilot.press("c")  # then the charts up to the failure, the error on one line above them
+        await wait_until(pilot, lambda: app.screen.query_one("#charts").display, what="the charts")
+        assert shown_charts(app) == ["loss", "grad", "lr", "memory"] and error_box.size.height == 1
+
+
+async def test_a_run_that_failed_before_its_first_step_shows_a_still_bar(workspace):
+    run = make_run(workspace, "run-early")
+    run.write_status("failed", pid=None, error="no such dataset")
+    app = WorkbenchApp(workspace, initial_mode="train")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.show_run("run-early")
+        await wait_until(pilot, lambda: app.screen.query(RunView) and "no such dataset" in text_of(app, "#error"),
+                         what="the error")
+        assert app.screen.query_one("#progress").total is not None  # None is the endless animation
+
+
+def shown_charts(app) -> list[str]:
+    return [chart.id.removeprefix("chart-") for chart in app.screen.query(MetricChart)
+            if chart.display and chart.size.area]
+
+
+@pytest.mark.parametrize("size, charts", [((80, 24), ["loss", "grad", "lr", "memory"]),
+                                          ((120, 40), ["loss", "grad", "lr", "memory", "speed"])])
+async def test_state_step_eta_and_the_charts_fit_the_terminal(workspace, size, charts):
+    run = make_run(workspace, "20261203-101500-a-long-run-id-smollm2-demo")
+    write_history(run, 50, total=200, status="running")
+    run.write_status("running", pid=os.getpid())  # alive: the view follows it
+    app = WorkbenchApp(workspace, initial_mode="train")
+    async with app.run_test(size=size) as pilot:
+        app.show_run(run.run_id)
+        await wait_until(pilot, lambda: app.screen.query(RunView) and "step 50/200" in text_of(app, "#progress-text"),
+                         what="step 50")
+        await wait_until(pilot, lambda: all(c.has_data() for c in app.screen.query(MetricChart) if c.display),
+                         what="the charts drawn")
+        width = size[0]
+        title, progress = text_of(app, "#run-title"), text_of(app, "#progress-text")
+        assert title.startswith("running · ")
+        progress_widget = app.screen.query_one("#progress-text")
+        visible = progress[:progress_widget.size.width]
+        assert "step 50/200" in visible and "ETA 02:30" in visible
+        numbers = app.screen.query_one("#numbers")
+        assert all(len(line) <= numbers.size.width for line in text_of(app, "#numbers").splitlines())
+        assert "RAM 2.93 GB" in text_of(app, "#numbers")
+        assert shown_charts(app) == charts
+        assert all(chart.size.height >= 7 and chart.region.right <= width for chart in app.screen.query(MetricChart)
+                   if chart.display)
+        # whole steps on the x axis, and the legend in the title row, not over the curves
+        drawing = [strip.text for strip in app.screen.query_one("#chart-loss", MetricChart)._drawing()[1]
+                   if strip.text.strip()]
+        assert "train" in drawing[0] and "eval" in drawing[0] and not any("train" in row for row in drawing[1:])
+        ticks = drawing[-1].split()
+        assert ticks[0] == "1" and ticks[-1] == "50" and all(tick.isdigit() for tick in ticks)
+        await pilot.press("c")  # one chart alone, then the next, and back to the grid
+        assert shown_charts(app) == ["loss"]
+        for _ in range(len(run_view(app).query(MetricChart))):
+            await pilot.press("c")
+        assert shown_charts(app) == charts
 
 
 async def test_a_new_tui_lists_running_runs_and_reattaches_with_the_whole_history(workspace):
@@ -170,7 +231,7 @@ async def test_new_run_form_resolves_and_launches_like_the_cli(workspace, monkey
 
     app = WorkbenchApp(workspace, initial_mode="train")
     async with app.run_test(size=(120, 40)) as pilot:
-        app.start_new_run("llama-lora")
+        app.start_new_run("llama-dora")
         await wait_until(pilot, lambda: type(app.screen).__name__ == "NewRunScreen" and app.screen.query("#start"), what="the form")
         screen = app.screen
         screen.query_one("#model").value = str(model_dir)
@@ -185,8 +246,42 @@ async def test_new_run_form_resolves_and_launches_like_the_cli(workspace, monkey
         assert app.current_run_id == "from-tui"
         run = RunDir(workspace.run_dir("from-tui"))
         await wait_until(pilot, lambda: run.read_status().get("state") == "completed", what="the run to end")
+        app.start_new_run()  # no preset asked for: the one last started
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NewRunScreen" and app.screen.query("#start"),
+                         what="the form again")
+        assert app.screen.query_one("#preset").value == "llama-dora"
     saved = run.config_path.read_text(encoding="utf-8")
     assert "r: 4" in saved and "max_steps: 5" in saved and str(dataset) in saved
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (120, 40)])
+async def test_new_run_start_and_a_path_override_error_stay_in_view(workspace, size):
+    from workbench.core.data.demo import ensure_demo_dataset
+
+    ensure_demo_dataset(workspace)
+    app = WorkbenchApp(workspace, initial_mode="train")
+    async with app.run_test(size=size) as pilot:
+        app.start_new_run("llama-lora")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NewRunScreen" and app.screen.query("#start"),
+                         what="the form")
+        screen = app.screen
+        screen.query_one("#overrides").focus()  # the last fields: the form scrolls, the buttons stay
+        screen.query_one("#overrides").value = "data.path=/nonexistent/data"
+        screen.query_one("#run-id").focus()
+        screen.refresh_review()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        error = screen.query_one("#form-error")
+        assert "data.path '/nonexistent/data': no such dataset directory" in str(error.render())
+        footer_top = size[1] - 1
+        for widget in (screen.query_one("#start"), error, screen.query_one("#run-id")):
+            assert widget.region.height and widget.region.bottom <= footer_top, f"{widget.id} out of view"
+        await wait_until(pilot, lambda: screen.gpus is not None, what="GPU detection")
+        screen.query_one("#overrides").value = ""
+        screen.refresh_review()
+        review = str(screen.query_one("#review").render())
+        assert "total" in review and "CUDA context" not in review  # no CUDA GPU on the test machines
+    assert not workspace.runs.exists() or not any(workspace.runs.iterdir())
 
 
 async def test_new_run_form_names_the_problem_instead_of_starting(workspace):

@@ -117,24 +117,30 @@ def _tools(path: str) -> list:
 
 
 class _TextPrinter:
-    """Human output: a header per pane, tokens as they arrive, a stats line; progress to stderr."""
+    """Human output: tokens as they arrive and a stats line; with several panes (generated together, their
+    tokens interleaved) each pane in one piece under its header once it ends. Progress goes to stderr."""
 
     def __init__(self, show_headers: bool):
         self.show_headers = show_headers
+        self.texts: dict[str, str] = {}
 
     def __call__(self, kind: str, **fields: Any) -> None:
         out = sys.stdout
         if kind == "progress":
             print(f"[{fields['step']}/{fields['total']}] {fields['message']}", file=sys.stderr)
         elif kind == "pane_start":
-            if self.show_headers:
-                out.write(f"── {fields['adapter']} ──\n")
+            self.texts[fields["pane"]] = ""
             if fields["truncated"]:
                 print(f"note: prompt truncated from the left by {fields['truncated_tokens']} tokens to fit the "
                       f"context", file=sys.stderr)
         elif kind == "token":
-            out.write(fields["text"])
+            if self.show_headers:
+                self.texts[fields["pane"]] += fields["text"]
+            else:
+                out.write(fields["text"])
         elif kind == "pane_end":
+            if self.show_headers:
+                out.write(f"── {fields['adapter']} ──\n{self.texts.pop(fields['pane'], '')}")
             if fields.get("shown_calls"):
                 out.write(f"\n→ tool call: {fields['shown_calls']}")
             ttft = f"{fields['ttft_s']:.2f}s to first token, " if fields["ttft_s"] is not None else ""

@@ -84,7 +84,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     gpus = detect_gpus()
     try:
         estimate = estimate_run(config, workspace, smallest_gpu_in_use(config, gpus),
-                                reference_if_other_family=not args.model)
+                                reference_if_other_family=not args.model, cuda=bool(gpus))
         estimate_error = None
     except UserError as error:
         estimate, estimate_error = None, str(error)

@@ -219,3 +219,29 @@ def load_request(model: str, adapters: list[AdapterTarget], workspace: Workspace
         request["model_section"] = {**config.model.model_dump(mode="json"), "name_or_path": model}
         request["quantization"] = config.quantization.model_dump(mode="json")
     return request
+
+
+def held_out_prompts(workspace: Workspace, run_id: str | None, limit: int = 30) -> list[str]:
+    """The user turns of a run's test split (rows it never trained on), else of the demo's: the Playground
+    offers them as prompts, so the base and the tuned answer can be compared on the task the run learnt."""
+    from workbench.core.data.demo import DEMO_NAME
+
+    path = workspace.dataset_dir(DEMO_NAME) / "test.jsonl"
+    if run_id is not None:
+        data = load_run_config(open_run(workspace, run_id).config_path).data
+        path = Path(data.path) / data.test_file if data.path and data.test_file else None
+    if path is None or not path.is_file():
+        return []
+    prompts = []
+    with path.open(encoding="utf-8") as rows:
+        for line in rows:
+            try:
+                messages = json.loads(line)["messages"]
+            except (ValueError, KeyError, TypeError):
+                continue  # the trainer names a bad row; here it is just not offered
+            question = next((m.get("content") for m in reversed(messages[:-1]) if m.get("role") == "user"), None)
+            if isinstance(question, str) and question.strip():
+                prompts.append(question)
+            if len(prompts) >= limit:
+                break
+    return prompts

@@ -337,14 +337,15 @@ class MemoryEstimate:
             ("adapter + grads + optimizer", gib(self.adapter_bytes + self.gradients_bytes + self.optimizer_bytes)),
             (f"activations (checkpointing {checkpointing})", gib(self.activations_bytes)),
             ("logits", gib(self.logits_bytes)),
-            ("CUDA context", gib(self.overhead_bytes)),
+            *([("CUDA context", gib(self.overhead_bytes))] if self.overhead_bytes else []),
             ("total", gib(self.total_bytes)),
         ]
 
 
 def estimate_memory(config: RunConfig, shape: ModelShape, gpu: "GpuInfo | None" = None,
-                    gradient_checkpointing: bool | None = None) -> MemoryEstimate:
-    """Peak training memory of one process for `config` on a model of `shape`.
+                    gradient_checkpointing: bool | None = None, cuda: bool = True) -> MemoryEstimate:
+    """Peak training memory of one process for `config` on a model of `shape`; `cuda=False` (a machine
+    without a CUDA GPU) counts no CUDA context.
 
     With several processes (config.distributed), FSDP and DeepSpeed ZeRO-3 split the weights and the
     adapter over them, ZeRO-2 splits gradients and optimizer state, FSDP/ZeRO-3 split those too; DDP
@@ -385,7 +386,7 @@ def estimate_memory(config: RunConfig, shape: ModelShape, gpu: "GpuInfo | None" 
         optimizer_bytes=trainable * float(_optimizer_bytes_per_parameter(config.training.optim)) / state_shards,
         activations_bytes=tokens * per_token + adapter_casts,
         logits_bytes=tokens * shape.vocab * float(LOGITS_BYTES_PER_ELEMENT),
-        overhead_bytes=float(CUDA_CONTEXT_BYTES),
+        overhead_bytes=float(CUDA_CONTEXT_BYTES) if cuda else 0.0,
         gradient_checkpointing=gradient_checkpointing,
         gpu_name=gpu.name if gpu else None,
         gpu_bytes=gpu.total_bytes if gpu else None,
@@ -479,7 +480,7 @@ def detect_gpus() -> list[GpuInfo]:
 
 
 def estimate_run(config: RunConfig, workspace, gpu: GpuInfo | None,
-                 reference_if_other_family: bool = False) -> MemoryEstimate:
+                 reference_if_other_family: bool = False, cuda: bool = True) -> MemoryEstimate:
     """The estimate for the config's own model; a UserError says why when its config.json is not at hand.
     With `reference_if_other_family`, a model of another family than the preset's (e.g. the default
     SmolLM2 under a Qwen preset) is replaced by the family's reference model, named in `estimate.model`."""
@@ -497,6 +498,6 @@ def estimate_run(config: RunConfig, workspace, gpu: GpuInfo | None,
                             f"{config.family}: set a {config.family} model for an estimate")
         spec = FAMILIES[config.family].reference_model
         model_config = model_config_json(spec, workspace)
-    estimate = estimate_memory(config, shape_from_config(model_config), gpu)
+    estimate = estimate_memory(config, shape_from_config(model_config), gpu, cuda=cuda)
     estimate.model = spec
     return estimate

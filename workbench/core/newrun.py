@@ -51,8 +51,17 @@ def resolve_config(
     for section_file in (config.data.train_file, config.data.val_file, config.data.test_file):
         if section_file and Path(section_file).name != section_file:
             raise UserError(f"data file {section_file!r}: must be a file name inside the dataset directory")
+    check_data_paths(config)  # an override of data.path or data.train_file names what it points at
     resolve_model(config.model.name_or_path, workspace)  # a missing model is a user error now, not in the child
     return config
+
+
+def check_data_paths(config: RunConfig) -> None:
+    data = config.data
+    if not data.path or not Path(data.path).is_dir():
+        raise UserError(f"data.path {data.path!r}: no such dataset directory (prepare one with 'data split')")
+    if not (Path(data.path) / data.train_file).is_file():
+        raise UserError(f"data.train_file {data.train_file!r}: not found in {data.path}")
 
 
 def check_trainable(config: RunConfig, workspace: Workspace) -> None:

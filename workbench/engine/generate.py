@@ -1,8 +1,11 @@
 """The playground's generation engine and its JSON-lines worker (`python -m workbench.engine.generate`).
 
-One copy of the base weights: adapters are loaded onto it by name (PEFT load_adapter) and switched per
-pane (set_adapter); the base pane runs inside `disable_adapter()`. Panes run one after the other with the
-same seed and GenerationConfig, streaming text as it is generated.
+One copy of the base weights: adapters are loaded onto it by name (PEFT load_adapter). Greedy panes run
+as one batch, a row per pane, each row with its own adapter (PEFT's mixed-adapter batches, `__base__` for
+the base), so both answers stream at the same time, interleaved token by token. Sampling (each pane draws
+from the same seed alone), beam search (which does not stream) and DoRA adapters (which PEFT cannot mix in
+a batch) run the panes one after the other, switching adapters (set_adapter; the base inside
+`disable_adapter()`). Same seed and GenerationConfig for every pane.
 
 Requests (stdin, one JSON object a line):
   {"type": "load", "model": SPEC, "adapters": [{"name", "path", "base_model", "run"}],
@@ -20,6 +23,7 @@ import argparse
 import contextlib
 import gc
 import json
+import queue
 import sys
 import threading
 import time
@@ -29,6 +33,7 @@ from typing import Any, Callable
 
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
+from transformers.generation.streamers import BaseStreamer
 
 from workbench.core.config import ModelSection, QuantizationSection
 from workbench.core.data.messages import describe_calls, normalize_tools, parse_tool_calls
@@ -65,6 +70,50 @@ class _CountingStreamer(TextIteratorStreamer):
                 self.first_token_at = time.monotonic()
             self.token_count += value.numel()
         super().put(value)
+
+
+class _PanesStreamer(BaseStreamer):
+    """Streams a batch whose rows are panes: (row, new text, tokens so far) tuples on `chunks`, a row's tokens
+    up to and including its end-of-sequence; text is held back while it ends inside a multi-byte character."""
+
+    def __init__(self, tokenizer, rows: int, eos_ids: set[int]):
+        self.tokenizer, self.eos_ids = tokenizer, eos_ids
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.shown = [""] * rows
+        self.finished_at: list[float | None] = [None] * rows
+        self.first_token_at: float | None = None
+        self.prompt_seen = False
+        self.chunks: queue.Queue = queue.Queue()
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate() first puts the prompt
+            self.prompt_seen = True
+            return
+        now = time.monotonic()
+        self.first_token_at = self.first_token_at or now
+        for row, token in enumerate(value.reshape(len(self.tokens), -1)[:, -1].tolist()):
+            if self.finished_at[row] is not None:
+                continue  # generate() pads a finished row
+            self.tokens[row].append(token)
+            if token in self.eos_ids:
+                self.finished_at[row] = now
+            self._show(row, final=False)
+
+    def end(self) -> None:
+        for row in range(len(self.tokens)):
+            self._show(row, final=True)
+        self.chunks.put(None)
+
+    def _show(self, row: int, final: bool) -> None:
+        text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+        if text.endswith("\ufffd") and not final:
+            return
+        if len(text) > len(self.shown[row]):
+            self.chunks.put((row, text[len(self.shown[row]):], len(self.tokens[row])))
+            self.shown[row] = text
+
+    def __iter__(self):
+        return iter(self.chunks.get, None)
 
 
 class _StopWhen(StoppingCriteria):
@@ -260,6 +309,70 @@ class Playground:
             "cancelled": finish == "cancelled",
         }
 
+    def _can_interleave(self, adapters: list[str | None], params: GenerationParams) -> bool:
+        from peft import PeftModel
+
+        if len(adapters) < 2 or not params.streams or params.do_sample or self.is_encoder_decoder:
+            return False  # sampled rows of one batch draw different numbers: each pane gets the seed alone
+        if not isinstance(self.model, PeftModel):
+            return all(adapter in (None, BASE) for adapter in adapters)
+        return not any(getattr(self.model.peft_config.get(adapter), "use_dora", False) for adapter in adapters)
+
+    def generate_together(self, adapters: list[str | None], input_ids: list[int], params: GenerationParams,
+                          should_stop: Callable[[], bool],
+                          on_text: Callable[[int, str, int], None]) -> list[dict[str, Any]]:
+        """Every pane in one batch (a row each, with its adapter); `on_text(row, chunk, tokens_so_far)` streams
+        the rows interleaved as they are generated. Returns each row's text and timings."""
+        from peft import PeftModel
+
+        for adapter in adapters:
+            if adapter not in (None, BASE) and adapter not in self.adapters:
+                raise UserError(f"adapter {adapter!r} is not loaded (loaded: {', '.join(sorted(self.adapters)) or 'none'})")
+        config = self.generation_config(params)
+        eos = config.eos_token_id
+        streamer = _PanesStreamer(self.tokenizer, len(adapters), set(eos if isinstance(eos, list) else [eos]))
+        ids = torch.tensor([input_ids] * len(adapters), device=self.device)
+        kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config,
+                      stopping_criteria=StoppingCriteriaList([_StopWhen(should_stop)]), streamer=streamer)
+        if isinstance(self.model, PeftModel):
+            kwargs["adapter_names"] = ["__base__" if adapter in (None, BASE) else adapter for adapter in adapters]
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**kwargs)
+            except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
+                outcome["error"] = error
+            finally:
+                streamer.end()
+
+        set_seed(params.seed)
+        started = time.monotonic()
+        thread = threading.Thread(target=run, name="generate", daemon=True)
+        thread.start()
+        for row, chunk, count in streamer:
+            on_text(row, chunk, count)
+        thread.join()
+        finished = time.monotonic()
+        if "error" in outcome:
+            raise outcome["error"]
+        cancelled = should_stop()
+        results = []
+        for row, tokens in enumerate(streamer.tokens):
+            elapsed = (streamer.finished_at[row] or finished) - started
+            finish = "length" if len(tokens) >= params.max_new_tokens else ("cancelled" if cancelled else "eos")
+            results.append({
+                "text": streamer.shown[row],
+                "tokens": len(tokens),
+                "ttft_s": round(streamer.first_token_at - started, 4) if streamer.first_token_at else None,
+                "tokens_per_s": round(len(tokens) / elapsed, 2) if elapsed > 0 and tokens else None,
+                "elapsed_s": round(elapsed, 4),
+                "finish": finish,
+                "cancelled": finish == "cancelled",
+            })
+        return results
+
     def run_request(self, request: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) -> None:
         """A generate request: every pane with the same prompt, seed and parameters."""
         if self.model is None:
@@ -277,6 +390,18 @@ class Playground:
         input_ids, dropped = self.encode(prompt, request.get("system"), bool(request.get("raw")), params.max_new_tokens,
                                          tools)
         panes = request.get("panes") or [{"pane": "left", "adapter": None}]
+        adapters = [pane.get("adapter") for pane in panes]
+        if self._can_interleave(adapters, params):
+            for pane in panes:
+                emit("pane_start", pane=pane["pane"], adapter=pane.get("adapter"), prompt_tokens=len(input_ids),
+                     truncated=dropped > 0, truncated_tokens=dropped)
+            results = self.generate_together(
+                adapters, input_ids, params, should_stop,
+                lambda row, text, count: emit("token", pane=panes[row]["pane"], text=text, tokens=count))
+            for pane, result in zip(panes, results):
+                emit("pane_end", pane=pane["pane"], adapter=pane.get("adapter"), **result, **calls_of(result, tools))
+            emit("done", id=request.get("id"))
+            return
         for pane in panes:
             name = pane["pane"]
             if should_stop():
@@ -287,10 +412,14 @@ class Playground:
                  truncated=dropped > 0, truncated_tokens=dropped)
             result = self.generate(pane.get("adapter"), input_ids, params, should_stop,
                                    lambda text, count, name=name: emit("token", pane=name, text=text, tokens=count))
-            calls = parse_tool_calls(result["text"]) if tools else ()
-            emit("pane_end", pane=name, adapter=pane.get("adapter"), **result,
-                 tool_calls=[call.to_dict()["function"] for call in calls], shown_calls=describe_calls(calls))
+            emit("pane_end", pane=name, adapter=pane.get("adapter"), **result, **calls_of(result, tools))
         emit("done", id=request.get("id"))
+
+
+def calls_of(result: dict[str, Any], tools: list[dict] | None) -> dict[str, Any]:
+    """The tool calls in a pane's answer (when tools were offered), parsed and as shown."""
+    calls = parse_tool_calls(result["text"]) if tools else ()
+    return {"tool_calls": [call.to_dict()["function"] for call in calls], "shown_calls": describe_calls(calls)}
 
 
 class _Cancellation:

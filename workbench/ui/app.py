@@ -14,6 +14,7 @@ from textual.binding import Binding
 
 from workbench.core.runs import ACTIVE_STATES, list_runs
 from workbench.core.workspace import Workspace
+from workbench.ui.focus import LEAVE_FIELD, in_text_field, leave_field
 from workbench.ui.themes import DEFAULT_THEME, load_themes, read_settings, remember_theme
 
 # mode -> (module under workbench.ui.screens, class name)
@@ -73,6 +74,7 @@ class WorkbenchApp(App):
           for key, mode in (("d", "data"), ("p", "presets"), ("t", "train"), ("r", "runs"),
                             ("g", "playground"), ("e", "evaluate"), ("s", "system"), ("m", "models"))],
         Binding("question_mark,f1", "help", "Help", key_display="?"),
+        LEAVE_FIELD,
         Binding("ctrl+t", "next_theme", "Theme", show=False),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
@@ -114,11 +116,16 @@ class WorkbenchApp(App):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "mode" and parameters and parameters[0] == self.current_mode:
             return False  # hides the key of the mode already shown
+        if action == "leave_field":
+            return in_text_field(self.focused)  # otherwise escape goes on to the screen's own binding
         return True
 
     def action_mode(self, mode: str) -> None:
         if self.current_mode != mode:
             self.switch_mode(mode)
+
+    def action_leave_field(self) -> None:
+        leave_field(self.screen)
 
     def action_help(self) -> None:
         from workbench.ui.screens.help import HelpScreen

@@ -1,6 +1,7 @@
-"""Themes from the repository's `themes/*.yaml` (textual.theme.Theme fields) and the remembered choice.
+"""Themes from the repository's `themes/*.yaml` (textual.theme.Theme fields) and the remembered choices.
 
-The choice lives in `<workspace>/ui.json` so that it travels with the workspace (one per GPU box user).
+The choices (theme, last preset started) live in `<workspace>/ui.json` so that they travel with the
+workspace (one per GPU box user).
 """
 
 from __future__ import annotations
@@ -42,10 +43,15 @@ def read_settings(workspace: Workspace) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def remember_theme(workspace: Workspace, theme_name: str) -> None:
+def remember(workspace: Workspace, key: str, value) -> None:
+    """Keep one UI choice (the theme, the last preset started) in ui.json."""
     settings = read_settings(workspace)
-    if settings.get("theme") == theme_name:
+    if settings.get(key) == value:
         return
-    settings["theme"] = theme_name
+    settings[key] = value
     workspace.root.mkdir(parents=True, exist_ok=True)
     atomic.write_json(settings_path(workspace), settings)
+
+
+def remember_theme(workspace: Workspace, theme_name: str) -> None:
+    remember(workspace, "theme", theme_name)

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -25,6 +26,7 @@ from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start
 from workbench.ui.widgets.footer import KeysFooter
 
 SPLITS = ("test", "val", "train")
+RUNS_POLL_S = 2.0
 # Overall progress: each phase computes perplexity, then generates.
 _STAGES = [("base", "perplexity"), ("base", "generate"), ("tuned", "perplexity"), ("tuned", "generate")]
 
@@ -75,6 +77,7 @@ class EvaluateScreen(Screen):
         self.job: str | None = None  # "eval" | "export" while a child process runs
         self.job_outcome: str | None = None  # the first error or a cancel; later messages do not overwrite it
         self.predictions: list[dict[str, Any]] = []
+        self.offered_run_ids: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -113,14 +116,25 @@ class EvaluateScreen(Screen):
         yield KeysFooter()
 
     def on_mount(self) -> None:
-        self.query_one("#metrics", DataTable).add_columns("Metric", "Base", "Tuned", "Delta", "")
+        # numbers and their headers right-aligned, so that each header sits over its column's digits
+        self.query_one("#metrics", DataTable).add_columns(
+            "Metric", *(Text(name, justify="right") for name in ("Base", "Tuned", "Delta")), "")
         self.query_one("#examples", DataTable).add_columns("#", "ROUGE-L", "Prompt")
         self.query_one("#base-pane").border_title = "base"
         self.query_one("#tuned-pane").border_title = "fine-tuned"
         self.refresh_runs()
+        # a run that ends while this screen is shown gets its adapter then: offer it without a screen switch
+        self.set_interval(RUNS_POLL_S, self._poll_runs)
 
     def on_screen_resume(self) -> None:
         self.refresh_runs()
+
+    def _poll_runs(self) -> None:
+        if self.is_current and self._run_ids() != self.offered_run_ids:
+            self.refresh_runs()
+
+    def _run_ids(self) -> list[str]:
+        return [run.run_id for run in runs_with_adapter(self.app.workspace)]
 
     def on_unmount(self) -> None:
         if self.client is not None:
@@ -129,7 +143,8 @@ class EvaluateScreen(Screen):
     # -- runs and stored results --------------------------------------------------------------
     def refresh_runs(self) -> None:
         select = self.query_one("#run", Select)
-        run_ids = [run.run_id for run in runs_with_adapter(self.app.workspace)]
+        run_ids = self.offered_run_ids = self._run_ids()
+        select.prompt = "pick a run" if run_ids else "no run with an adapter yet"
         previous = select.value
         preferred = getattr(self.app, "current_run_id", None)
         with self.prevent(Select.Changed):  # one reload below, not one per option reset and value set
@@ -173,7 +188,8 @@ class EvaluateScreen(Screen):
         table.clear()
         if metrics:
             for row in metric_table(metrics):
-                table.add_row(row["label"].replace(" (answer tokens)", ""), row["base"], row["tuned"], row["delta"],
+                table.add_row(row["label"].replace(" (answer tokens)", ""),
+                              *(Text(row[name], justify="right") for name in ("base", "tuned", "delta")),
                               row["verdict"], key=row["key"])
         examples = self.query_one("#examples", DataTable)
         examples.clear()

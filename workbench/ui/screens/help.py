@@ -9,25 +9,33 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 HELP_TEXT = """\
-[b]Modes[/b] (single keys when no text field has focus; alt+key, e.g. alt+t, from anywhere)
-  d  Data: import, inspect and split datasets      p  Presets: LoRA/QLoRA configs, memory estimate
-  t  Train: new run and the live view of a run      r  Runs: every run; open, compare, delete
-  g  Playground: base vs fine-tuned answers         e  Evaluate / Export
-  s  System: GPU, memory, environment               m  Models: cached hub models; pull, remove
-  ?  this help      ctrl+t  next theme
-  ctrl+q  quit (runs keep going: the trainer is a detached process)
-
-[b]Train[/b]
-  n  new run     x  stop (saves checkpoint + adapter)     z  pause     u  resume / restart from checkpoint
-  c  cycle the second chart (small terminals)             y  run.yaml and checkpoints
-
-[b]Runs[/b]
-  enter  open    space  mark for comparison    c  overlay the loss curves of two marked runs
-  delete  delete a finished run (asks first)   f5  refresh
-
-[b]Re-attach[/b]
-  Closing the TUI or losing SSH leaves a run going. Start lora-workbench again: Train lists the runs in
-  progress; Enter re-attaches and draws the whole history from events.jsonl, then follows it.
+[b]Screens[/b] single keys when no text field has focus (alt+key anywhere)
+  d Data   p Presets   t Train   r Runs   g Playground   e Evaluate/Export
+  s System   m Models   ? this help   ctrl+t next theme   ctrl+q quit
+[b]Text fields[/b] letters are text; esc leaves the field (letters are keys
+  again), tab / shift+tab move between fields
+[b]Data[/b]      ctrl+o file path   ctrl+l token lengths   ctrl+s split 8:1:1
+[b]Presets[/b]   [ ] previous/next preset   f next family   i or enter edit a
+          field (enter applies, esc cancels)   u revert field   w save as
+          user preset   n new run with this preset
+[b]Train[/b]     n new run   x stop (saves checkpoint + adapter)   z pause
+          u resume / restart from checkpoint   y run.yaml and checkpoints
+          c charts: the grid, then each chart alone (a failed run: its
+          error first, then the charts)
+[b]New run[/b]   ctrl+s start   esc cancel
+[b]Runs[/b]      enter open   space mark   c overlay the loss curves of two
+          marked runs   delete delete a finished run   f5 refresh
+[b]Playground[/b] Try: enter lists held-out questions   ctrl+r generate
+          esc stop   ctrl+l load the model now   tab to an answer, then
+          + good  - bad  enter edit (saved to the feedback dataset)
+[b]Evaluate[/b]  ctrl+r evaluate base vs tuned   esc cancel   ctrl+o report
+          path   ctrl+b export to the directory typed
+[b]System[/b]    ctrl+r analyze a model's linear modules   f5 re-check
+          ctrl+s self-test (train, pause/resume, generate per method)
+[b]Models[/b]    n pull a hub model   delete remove (names the runs using it)
+[b]Re-attach[/b] closing the TUI or losing SSH leaves a run going. Start
+  lora-workbench again: Train lists the runs in progress; enter
+  re-attaches and draws the whole history, then follows it.
 """
 
 
@@ -51,6 +59,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll() as scroll:
             scroll.border_title = "lora-workbench keys"
+            scroll.border_subtitle = "↑↓ pgup pgdn scroll · esc close"
             yield Static(HELP_TEXT)
 
     def action_close(self) -> None:

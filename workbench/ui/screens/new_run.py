@@ -25,10 +25,12 @@ from workbench.core.errors import UserError
 from workbench.core.newrun import create_run, resolve_config
 from workbench.core.presets import list_presets
 from workbench.ui.gpus import detect_gpus_in_background
+from workbench.ui.themes import read_settings, remember
 from workbench.ui.widgets.footer import KeysFooter
 
 REVIEW_DELAY_S = 0.3
 STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
+LAST_PRESET = "last_preset"  # the ui.json key
 
 
 def prepared_datasets(workspace) -> list[str]:
@@ -47,17 +49,18 @@ class NewRunScreen(Screen):
         height: 1fr;
     }
     NewRunScreen .row {
-        height: 3;
+        height: 1;
+        margin-bottom: 1;
     }
     NewRunScreen .row Label {
         width: 11;
-        padding-top: 1;
     }
     NewRunScreen .row Input, NewRunScreen .row Select {
         width: 1fr;
     }
     NewRunScreen #buttons {
-        height: 3;
+        height: 1;
+        margin-top: 1;
     }
     NewRunScreen #buttons Button {
         margin-right: 1;
@@ -104,7 +107,10 @@ class NewRunScreen(Screen):
             preset_error = None
         except UserError as error:
             presets, preset_error = [], str(error)
-        preset = self.initial_preset if self.initial_preset in presets else (presets[0] if presets else None)
+        # the preset asked for, else the one last started (the demo's after the demo), else the first
+        remembered = read_settings(workspace).get(LAST_PRESET)
+        preset = next((name for name in (self.initial_preset, remembered) if name in presets),
+                      presets[0] if presets else None)
         yield Header()
         with Horizontal():
             with Vertical(id="form-column"):
@@ -113,38 +119,39 @@ class NewRunScreen(Screen):
                         yield Label("Dataset")
                         yield Select([(name, name) for name in datasets],
                                      value=datasets[0] if datasets else Select.NULL,
-                                     prompt="no prepared dataset", id="dataset")
+                                     prompt="no prepared dataset", id="dataset", compact=True)
                     yield Button("Use the demo dataset", id="demo", classes="" if datasets else "-shown")
                     with Horizontal(classes="row"):
                         yield Label("Preset")
                         yield Select([(name, name) for name in presets], value=preset or Select.NULL,
-                                     prompt="no presets", id="preset")
+                                     prompt="no presets", id="preset", compact=True)
                     with Horizontal(classes="row"):
                         yield Label("Model")
-                        yield Input(placeholder="the preset's model", id="model")
+                        yield Input(placeholder="the preset's model", id="model", compact=True)
                     with Horizontal(classes="row"):
                         yield Label("Max steps")
-                        yield Input(placeholder="from epochs", type="integer", id="max-steps")
+                        yield Input(placeholder="from epochs", type="integer", id="max-steps", compact=True)
                     yield Static("GPUs: detecting...", id="gpus", markup=False)
                     with Horizontal(classes="row"):
                         yield Label("Devices")
-                        yield Input(placeholder="all (or e.g. 0,1)", restrict=r"[0-9, ]*", id="devices")
+                        yield Input(placeholder="all (or e.g. 0,1)", restrict=r"[0-9, ]*", id="devices", compact=True)
                     with Horizontal(classes="row"):
                         yield Label("Processes")
-                        yield Input(placeholder="from the preset", type="integer", id="processes")
+                        yield Input(placeholder="from the preset", type="integer", id="processes", compact=True)
                     with Horizontal(classes="row"):
                         yield Label("Strategy")
-                        yield Select([(name, name) for name in STRATEGIES], prompt="from the preset", id="strategy")
+                        yield Select([(name, name) for name in STRATEGIES], prompt="from the preset", id="strategy",
+                                     compact=True)
                     with Horizontal(classes="row"):
                         yield Label("Overrides")
-                        yield Input(placeholder="lora.r=8 training.learning_rate=1e-4", id="overrides")
+                        yield Input(placeholder="lora.r=8 training.learning_rate=1e-4", id="overrides", compact=True)
                     with Horizontal(classes="row"):
                         yield Label("Run id")
-                        yield Input(placeholder="automatic", id="run-id")
-                    with Horizontal(id="buttons"):
-                        yield Button("Start (ctrl+s)", variant="success", id="start")
-                        yield Button("Cancel", id="cancel")
-                # below the scrolling fields, so a refusal stays in sight whichever field has focus
+                        yield Input(placeholder="automatic", id="run-id", compact=True)
+                # below the scrolling fields: the buttons and a refusal stay in sight whichever field has focus
+                with Horizontal(id="buttons"):
+                    yield Button("Start (ctrl+s)", variant="success", id="start", compact=True)
+                    yield Button("Cancel", id="cancel", compact=True)
                 yield Static(preset_error or "", id="form-error", markup=False)
             with VerticalScroll(id="review-box") as review_box:
                 review_box.border_title = "resolved run.yaml"
@@ -307,6 +314,7 @@ class NewRunScreen(Screen):
         self.query_one("#form-error", Static).update(message)
 
     def _started(self, run_id: str) -> None:
+        remember(self.app.workspace, LAST_PRESET, self.form_values()["preset"])
         self.app.pop_screen()
         self.app.show_run(run_id)
 
@@ -322,7 +330,7 @@ def memory_estimate_text(config, workspace, gpus: list) -> str:
         if model_config is None:
             return "memory estimate: available once the model is downloaded or converted (its config.json)"
         gpu = distributed.smallest_gpu_in_use(config, gpus)
-        estimate = estimate_memory(config, shape_from_config(model_config), gpu)
+        estimate = estimate_memory(config, shape_from_config(model_config), gpu, cuda=bool(gpus))
     except (UserError, ValueError, KeyError, TypeError) as error:
         return f"memory estimate unavailable: {error}"
     rows = "\n".join(f"  {gib:>6} GiB  {label}" for label, gib in estimate.rows())  # wraps well at 80 columns

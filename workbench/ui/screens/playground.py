@@ -25,6 +25,7 @@ from workbench.core.generation import (
     BASE,
     adapter_from_choice,
     choose_base_model,
+    held_out_prompts,
     list_adapter_choices,
     load_request,
     validate_params,
@@ -229,6 +230,8 @@ class EditAnswerScreen(ModalScreen[str | None]):
     def action_cancel(self) -> None:
         self.dismiss(None)
 
+    leave_field = action_cancel  # the only field here: leaving it is cancelling the edit
+
 
 # -- the screen ------------------------------------------------------------------------------------
 
@@ -249,6 +252,7 @@ class PlaygroundScreen(Screen):
     PlaygroundScreen .row Label { padding: 0 1 0 0; }
     PlaygroundScreen #model { width: 1fr; }
     PlaygroundScreen #target-left, PlaygroundScreen #target-right { width: 1fr; margin-right: 1; }
+    PlaygroundScreen #examples { width: 1fr; }
     PlaygroundScreen #editor { height: 6; }
     PlaygroundScreen #prompt { width: 1fr; height: 6; }
     PlaygroundScreen #params { width: 30; height: 6; grid-size: 4; grid-columns: 6 8 6 8; grid-rows: 1; }
@@ -261,6 +265,8 @@ class PlaygroundScreen(Screen):
     PlaygroundScreen AnswerPane:focus { border: round $accent; }
     PlaygroundScreen #status.error { color: $error; }
     """
+    # The pick list of held-out questions, not a text field: the next letter typed is a screen key.
+    AUTO_FOCUS = "#examples"
     BINDINGS = [
         Binding("ctrl+r", "generate", "Generate"),
         Binding("escape", "cancel", "Stop"),
@@ -278,6 +284,7 @@ class PlaygroundScreen(Screen):
         self.pending_generate: dict[str, Any] | None = None
         self.truncated: dict[str, int] = {}
         self.stop_requested = False
+        self.examples: list[str] = []  # the held-out prompts the #examples select offers, by index
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -291,6 +298,9 @@ class PlaygroundScreen(Screen):
             yield Select([(BASE, BASE)], id="target-left", compact=True, allow_blank=False)
             yield Label("B")
             yield Select([(NONE, NONE), (BASE, BASE)], id="target-right", compact=True, allow_blank=False)
+        with Horizontal(classes="row"):
+            yield Label("Try")
+            yield Select([], id="examples", compact=True, prompt="a held-out question of the run's test split")
         with Horizontal(id="editor"):
             yield TextArea(id="prompt", placeholder="Prompt (ctrl+r generates)", tab_behavior="focus")
             with Grid(id="params"):
@@ -302,7 +312,7 @@ class PlaygroundScreen(Screen):
             yield Label("System")
             yield Input(id="system", compact=True, placeholder="optional system prompt (chat mode)")
         with Horizontal(id="status-row"):
-            yield Static("ctrl+r generate · ctrl+l preload · tab to an answer: + / - / enter rate or edit it",
+            yield Static("Try: enter lists held-out questions · ctrl+r generate · answers: + / - / enter",
                          id="status", markup=False)
             yield ProgressBar(id="progress", show_eta=False, show_percentage=False)
         with Horizontal(id="panes"):
@@ -312,7 +322,6 @@ class PlaygroundScreen(Screen):
 
     def on_mount(self) -> None:
         self.refresh_targets(initial=True)
-        self.query_one("#prompt", TextArea).focus()
 
     def on_screen_resume(self) -> None:
         self.refresh_targets()
@@ -342,8 +351,27 @@ class PlaygroundScreen(Screen):
     def _targets_changed(self, event: Select.Changed) -> None:
         self._sync_model()
 
+    def _refresh_examples(self) -> None:
+        """Held-out questions of the first run compared (else of the demo), to pick as the prompt."""
+        run_id = next((value.partition("@")[0] for _, value in self._targets() if value not in (BASE, NONE)), None)
+        try:
+            prompts = held_out_prompts(self.app.workspace, run_id)
+        except UserError as error:
+            prompts = []
+            self.set_status(str(error), error=True)
+        examples = self.query_one("#examples", Select)
+        with self.prevent(Select.Changed):
+            examples.set_options([(" ".join(prompt.split()), index) for index, prompt in enumerate(prompts)])
+        self.examples = prompts
+
+    @on(Select.Changed, "#examples")
+    def _example_picked(self, event: Select.Changed) -> None:
+        if isinstance(event.value, int):
+            self.query_one("#prompt", TextArea).text = self.examples[event.value]
+
     def _sync_model(self) -> None:
-        """A run's adapter fixes the base model: show it."""
+        """A run's adapter fixes the base model: show it; its test split gives the questions to try."""
+        self._refresh_examples()
         try:
             adapters = self._adapters()
         except UserError as error:

@@ -84,6 +84,10 @@ class PresetsScreen(Screen):
     PresetsScreen #fields {
         height: 1fr;
     }
+    PresetsScreen #field-value {
+        height: 2;
+        color: $text-muted;
+    }
     PresetsScreen #editor {
         height: auto;
         display: none;
@@ -133,6 +137,8 @@ class PresetsScreen(Screen):
                 yield Label("", id="title")
                 yield Static("", id="description")
                 yield DataTable(id="fields", cursor_type="row", zebra_stripes=True)
+                # the highlighted field in full: a long value (target_modules) is cut in the table at 80 columns
+                yield Static("", id="field-value", markup=False)
                 with Vertical(id="editor"):
                     yield Label("", id="edit-label")
                     yield Input(id="edit-input")
@@ -242,7 +248,10 @@ class PresetsScreen(Screen):
             text = format_value(value)
             if field in changed:
                 text += f"  (default {format_value(changed[field][1])})"
-            table.add_row(f"{mark} {leaf}", text, key=field)
+            elif field == "model.name_or_path" and "name_or_path" not in (self.data_of(self.current).get("model") or {}):
+                text += "  (not in the preset: New run or --model sets it)"
+            # Text, not a str: DataTable reads a str as markup, and "[q_proj, v_proj]" is a (hidden) tag
+            table.add_row(f"{mark} {leaf}", Text(text), key=field)
         if row:
             table.move_cursor(row=min(row, table.row_count - 1))
 
@@ -259,13 +268,15 @@ class PresetsScreen(Screen):
         gpus = self.gpus or []
         try:
             estimate = estimate_run(config, self.app.workspace, distributed.smallest_gpu_in_use(config, gpus),
-                                    reference_if_other_family=True)
+                                    reference_if_other_family=True, cuda=self.gpus is None or bool(gpus))
         except UserError as error:
             memory.update(f"memory: {error}")
             return
         gib = 1024**3
+        model = config.model.name_or_path
+        reference = "" if estimate.model == model else f" ({config.family} reference: {model} is not {config.family})"
         lines = [
-            f"memory for {estimate.model}: {estimate.verdict()}",
+            f"memory for {estimate.model}{reference}: {estimate.verdict()}",
             f"GiB: weights {estimate.weights_bytes / gib:.2f} · adapter+optim "
             f"{(estimate.adapter_bytes + estimate.gradients_bytes + estimate.optimizer_bytes) / gib:.2f} · "
             f"activ. {estimate.activations_bytes / gib:.2f} · logits {estimate.logits_bytes / gib:.2f}",
@@ -284,6 +295,11 @@ class PresetsScreen(Screen):
         memory.update("\n".join(lines))
 
     # -- editing ----------------------------------------------------------------------------------
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        field = str(event.row_key.value)
+        text = "" if field.startswith("§") else f"{field} = {event.data_table.get_row(event.row_key)[1]}"
+        self.query_one("#field-value", Static).update(text)
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.open_editor(str(event.row_key.value))
 
@@ -319,6 +335,13 @@ class PresetsScreen(Screen):
 
     def action_close_editor(self) -> None:
         self.close_editor()
+
+    def leave_field(self) -> None:
+        """Escape in the editor cancels the edit (and focuses the field table)."""
+        if self.editing is None:
+            self.set_focus(None)
+        else:
+            self.close_editor()
 
     def close_editor(self) -> None:
         if self.editing is None:

@@ -16,7 +16,9 @@ from workbench.ui.run_history import format_duration
 from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.footer import KeysFooter
 
-COLUMNS = ("", "run", "status", "model", "preset", "steps", "best eval", "duration")
+# The numbers before the names: at 80 columns a long run id leaves room up to the duration; the model and
+# preset, cut there, are in the detail line of the highlighted run.
+COLUMNS = ("", "run", "status", "steps", "best eval", "duration", "model", "preset")
 REFRESH_S = 5.0
 
 
@@ -26,12 +28,18 @@ def summary_row(summary: dict, marked: bool) -> tuple:
         "*" if marked else " ",
         summary["run_id"],
         summary["state"],
-        summary.get("model") or "-",
-        summary.get("preset") or "-",
         f"{summary['step']}/{summary.get('total_steps') or '?'}",
         f"{best:.4f}" if isinstance(best, (int, float)) else "-",
         format_duration(summary.get("duration_s")),
+        summary.get("model") or "-",
+        summary.get("preset") or "-",
     )
+
+
+def detail_line(summary: dict) -> str:
+    row = summary_row(summary, False)
+    return (f"{row[1]} · {row[2]} · step {row[3]} · best eval {row[4]} · {row[5]} · model {row[6]} · "
+            f"preset {row[7]}")
 
 
 class RunsScreen(Screen):
@@ -44,6 +52,14 @@ class RunsScreen(Screen):
         Binding("f5", "refresh", "Refresh", show=False),
     ]
     DEFAULT_CSS = """
+    RunsScreen #runs {
+        height: auto;
+        max-height: 1fr;
+    }
+    RunsScreen #run-detail {
+        height: auto;
+        padding: 0 1;
+    }
     RunsScreen #runs-hint {
         height: auto;
         color: $text-muted;
@@ -61,6 +77,7 @@ class RunsScreen(Screen):
         table = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         table.add_columns(*COLUMNS)
         yield table
+        yield Static("", id="run-detail", markup=False)
         yield Static("", id="runs-hint")
         yield KeysFooter()
 
@@ -102,6 +119,10 @@ class RunsScreen(Screen):
             return None
         row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
         return row_key.value
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        summary = self.summaries.get(event.row_key.value)
+        self.query_one("#run-detail", Static).update(detail_line(summary) if summary else "")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value:

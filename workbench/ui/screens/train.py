@@ -35,7 +35,7 @@ class TrainScreen(Screen):
         Binding("x", "stop", "Stop", show=False),
         Binding("z", "pause", "Pause", show=False),
         Binding("u", "resume", "Resume", show=False),
-        Binding("c", "cycle_chart", "Chart", show=False),
+        Binding("c", "cycle_chart", "Charts", show=False),
         Binding("y", "show_config", "Config", show=False),
     ]
 

@@ -1,5 +1,8 @@
 """Line charts drawn with plotext (textual-plotext), rebuilt from plain lists.
 
+The legend is the title row (each label in its line's colour), not plotext's legend box, which is drawn
+over the plot area and covers the curves; the x axis (optimizer steps) has whole-number ticks.
+
 A built chart is cached per (data version, size, theme) as the terminal lines it draws: restyling, relayout
 or a repaint never rebuilds it (plotext takes ~10 ms per chart, and turning its text into lines another
 ~10 ms), and a resize rebuilds it at the new size. The caller decides how often data changes arrive (the
@@ -13,6 +16,7 @@ import math
 import threading
 from collections.abc import Sequence
 
+from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 from textual.strip import Strip
@@ -20,6 +24,30 @@ from textual_plotext import PlotextPlot
 
 Series = tuple[Sequence[float], Sequence[float]]
 Drawing = tuple[Text, list[Strip]]  # plotext's output and the terminal lines it becomes
+# Line colours, fixed so the title row can name them; readable on the dark, light and high-contrast themes.
+LINE_COLORS = [(64, 156, 255), (255, 140, 40), (60, 190, 100), (210, 80, 200)]
+MAX_X_TICKS = 5
+
+
+def step_ticks(xs: Sequence[float], width: int) -> list[int]:
+    """Up to MAX_X_TICKS whole steps spread over [min, max], fewer on a narrow chart (a label takes ~6 cells)."""
+    low, high = math.floor(min(xs)), math.ceil(max(xs))
+    count = max(2, min(MAX_X_TICKS, width // 8, high - low + 1))
+    return sorted({round(low + (high - low) * i / (count - 1)) for i in range(count)})
+
+
+def value_ticks(ys: Sequence[float], height: int) -> tuple[list[float], list[str]]:
+    """Evenly spread y ticks with short labels (plotext prints an LR as 0.00019877, ten cells wide)."""
+    low, high = min(ys), max(ys)
+    if high == low:
+        return [low], [format_tick(low)]
+    count = 3 if height < 14 else 5
+    ticks = [low + (high - low) * i / (count - 1) for i in range(count)]
+    return ticks, [format_tick(tick) for tick in ticks]
+
+
+def format_tick(value: float) -> str:
+    return f"{value:.2e}" if value and (abs(value) < 1e-2 or abs(value) >= 1e5) else f"{value:.4g}"
 
 
 def downsample(xs: Sequence[float], ys: Sequence[float], max_points: int) -> tuple[list[float], list[float]]:
@@ -113,21 +141,38 @@ class MetricChart(PlotextPlot):
         with self._plot_lock:
             text = self._build_figure()
         console = self.app.console
-        lines = [Strip(line.render(console), line.cell_len).apply_style(base_style)
-                 for line in text.split("\n", allow_blank=True)]
+        rows = text.split("\n", allow_blank=True)
+        if rows:
+            rows[0] = self._title_row(max(self.size.width, 10))  # plotext's title row, with the legend
+        lines = [Strip(line.render(console), line.cell_len).apply_style(base_style) for line in rows]
         return text, lines
+
+    def _title_row(self, width: int) -> Text:
+        row = Text(self.title, style="bold")
+        if len(self.lines) > 1:
+            for index, label in enumerate(self.lines):
+                row.append(" ━ ", style=Style(color=Color.from_rgb(*LINE_COLORS[index % len(LINE_COLORS)])))
+                row.append(label)
+        row.truncate(width)
+        row.align("center", width)
+        return row
 
     def _build_figure(self) -> Text:
         plt = self.plt
         plt.clear_figure()
         plt.title(self.title)
         width = max(self.size.width, 10)
-        drawn = False
-        for label, (xs, ys) in self.lines.items():
+        all_xs, all_ys = [], []
+        for index, (xs, ys) in enumerate(self.lines.values()):
             if len(xs):
                 px, py = downsample(xs, ys, 2 * width)  # braille: two dots per cell
-                plt.plot(px, py, label=label if len(self.lines) > 1 else None, marker="braille")
-                drawn = True
-        if not drawn:
+                plt.plot(px, py, marker="braille", color=LINE_COLORS[index % len(LINE_COLORS)])
+                all_xs.extend((xs[0], xs[-1]))
+                all_ys.extend(py)
+        if all_xs:
+            ticks = step_ticks(all_xs, width)
+            plt.xticks(ticks, [str(tick) for tick in ticks])
+            plt.yticks(*value_ticks(all_ys, self.size.height))
+        else:
             plt.xlabel("waiting for data")
         return super().render()

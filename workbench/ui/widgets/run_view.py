@@ -28,7 +28,8 @@ MAX_REDRAWS_PER_S = 4
 FLOOD_EVENTS_PER_S = 20
 POLL_S = 0.1
 STATE_POLL_S = 1.0
-# Below this size only the loss chart and one other (cycled with `c`) are shown, so both stay readable.
+# Below this size the charts are a 2x2 grid of the four that matter most (tokens/s is in the numbers line),
+# the numbers take two lines and the log three; `c` zooms one chart after the other, then back to the grid.
 FULL_GRID_MIN = (110, 34)
 
 # chart id -> (title, [(line label, history series)])
@@ -36,11 +37,12 @@ CHARTS = {
     "loss": ("loss", [("train", "loss"), ("eval", "eval_loss")]),
     "grad": ("grad norm", [("grad norm", "grad_norm")]),
     "lr": ("learning rate", [("lr", "lr")]),
-    "memory": ("memory (MB)", [("alloc", "vram_allocated_mb"), ("reserved", "vram_reserved_mb"),
-                               ("peak", "vram_peak_mb"), ("RAM", "ram_mb")]),
+    "memory": ("memory MB", [("alloc", "vram_allocated_mb"), ("resv", "vram_reserved_mb"),
+                             ("peak", "vram_peak_mb"), ("RAM", "ram_mb")]),
     "speed": ("tokens/s", [("tokens/s", "tokens_per_s")]),
 }
-SECONDARY_CHARTS = [name for name in CHARTS if name != "loss"]
+COMPACT_CHARTS = ("loss", "grad", "lr", "memory")
+ZOOM_CYCLE = [None, *CHARTS]  # `c`: the grid, then each chart alone
 
 
 def _num(value, spec: str) -> str:
@@ -88,6 +90,9 @@ class RunView(Vertical):
     RunView.-compact #numbers {
         height: 2;
     }
+    RunView.-compact ProgressBar Bar {
+        width: 20;
+    }
     RunView #error {
         height: auto;
         color: $error;
@@ -97,17 +102,28 @@ class RunView(Vertical):
     RunView #error.-shown {
         display: block;
     }
+    RunView.-error-panel #error {
+        height: 1fr;
+        border: round $error;
+        padding: 0 1;
+    }
+    RunView.-error-panel #charts {
+        display: none;
+    }
     RunView #charts {
         height: 1fr;
         grid-size: 3 2;
     }
     RunView.-compact #charts {
-        grid-size: 2 1;
+        grid-size: 2 2;
     }
-    RunView.-compact MetricChart {
+    RunView.-zoomed #charts {
+        grid-size: 1 1;
+    }
+    RunView MetricChart {
         display: none;
     }
-    RunView.-compact MetricChart.-shown {
+    RunView MetricChart.-shown {
         display: block;
     }
     RunView #logs {
@@ -122,7 +138,8 @@ class RunView(Vertical):
         super().__init__(id=id)
         self.run = run
         self.history = RunHistory()
-        self.secondary = SECONDARY_CHARTS[0]
+        self.zoomed: str | None = None  # the one chart shown alone (`c`), else the grid
+        self.compact = False
         self.drawn_version = -1  # the history version every chart and the log lines show
         self.chart_versions = dict.fromkeys(CHARTS, -1)
         self.chart_turn = 0  # round-robin position among stale charts while flooded
@@ -132,6 +149,7 @@ class RunView(Vertical):
         self._last_redraw = 0.0
         self._redraw_timer = None
         self._shown_texts: dict[str, str] = {}  # selector -> the text its Static shows
+        self.charts_over_error = False  # a failed run shows its error where the charts were, until `c`
         self.log_lines = 3
 
     # -- layout ---------------------------------------------------------------------------------
@@ -145,7 +163,7 @@ class RunView(Vertical):
             yield ProgressBar(total=None, show_eta=False, show_percentage=True, id="progress")
             yield Static("", id="progress-text")
         yield Static("", id="numbers")
-        yield Static("", id="error")
+        yield Static("", id="error", markup=False)
         with Grid(id="charts"):
             for name, (title, _) in CHARTS.items():
                 yield MetricChart(title, id=f"chart-{name}")
@@ -163,24 +181,34 @@ class RunView(Vertical):
 
     def _apply_layout(self) -> None:
         size = self.app.size
-        compact = size.width < FULL_GRID_MIN[0] or size.height < FULL_GRID_MIN[1]
-        self.set_class(compact, "-compact")
-        self.log_lines = 3 if compact else 7
+        self.compact = size.width < FULL_GRID_MIN[0] or size.height < FULL_GRID_MIN[1]
+        self.set_class(self.compact, "-compact")
+        self.log_lines = 2 if self.compact else 7
         self.query_one("#logs").styles.height = self.log_lines + 1  # + the top border
         self._mark_shown_charts()
         if self.drawn_version >= 0:
-            self._draw_logs(self.history.snapshot(series=False))
+            snap = self.history.snapshot(series=False)
+            self._draw_logs(snap)
+            self._draw_progress(snap)
 
     def _mark_shown_charts(self) -> None:
+        self.set_class(self.zoomed is not None, "-zoomed")
         for name in CHARTS:
-            shown = name in ("loss", self.secondary)
+            if self.zoomed is not None:
+                shown = name == self.zoomed
+            else:
+                shown = not self.compact or name in COMPACT_CHARTS
             self.query_one(f"#chart-{name}").set_class(shown, "-shown")
 
     def cycle_chart(self) -> str:
-        position = SECONDARY_CHARTS.index(self.secondary)
-        self.secondary = SECONDARY_CHARTS[(position + 1) % len(SECONDARY_CHARTS)]
+        """The grid, then each chart alone; a failed run's error gives way to the charts. Returns what is shown."""
+        if self.has_class("-error-panel"):
+            self.charts_over_error = True  # first the grid, in place of the error
+        else:
+            self.zoomed = ZOOM_CYCLE[(ZOOM_CYCLE.index(self.zoomed) + 1) % len(ZOOM_CYCLE)]
         self._mark_shown_charts()
-        return self.secondary
+        self._draw_progress(self.history.snapshot(series=False))
+        return self.zoomed or "grid"
 
     # -- following the file (worker thread) -----------------------------------------------------
     def _follow(self) -> None:
@@ -289,42 +317,49 @@ class RunView(Vertical):
         start, step = snap.start, snap.last_step
         model = start.get("model") or "?"
         method = start.get("method") or ""
-        self._show_text("#run-title", f"{self.run.run_id} · {model} {method} · {self.state}")
+        # The state first: a long run id or model name is cut at the right, never the state.
+        self._show_text("#run-title", f"{self.state} · {self.run.run_id} · {model} {method}")
         total = step.get("total_steps") or start.get("total_steps")
         done = step.get("step") or 0
-        bar = self.query_one("#progress", ProgressBar)
         live = self.state in ACTIVE_STATES
+        bar = self.query_one("#progress", ProgressBar)
         if live and snap.download:  # the model is still downloading: its bytes, not steps
             bar.update(total=snap.download.get("bytes_total") or None, progress=snap.download.get("bytes_done") or 0)
             self._show_text("#progress-text", describe_progress(snap.download))
             return
-        bar.update(total=total or None, progress=done)
-        eta = step.get("eta_s") if live else None
-        parts = [f"step {done}/{total or '?'}", f"epoch {_num(step.get('epoch'), '.2f')}",
-                 f"elapsed {format_duration(elapsed_seconds(snap, live))}"]
+        # An unknown total animates the bar: only while the run can still make progress.
+        bar.update(total=total or (None if live else 1), progress=done)
+        parts = [f"step {done}/{total or '?'}"]
         if live:
-            parts.append(f"ETA {format_duration(eta)}")
+            parts.append(f"ETA {format_duration(step.get('eta_s'))}")  # before the rest: cut last at 80 columns
+        parts += [f"elapsed {format_duration(elapsed_seconds(snap, live))}", f"epoch {_num(step.get('epoch'), '.2f')}"]
         self._show_text("#progress-text", "  ".join(parts))
-        numbers = [
+        training = [
             f"loss {_num(step.get('loss'), '.4f')}",
             f"eval {_num(snap.last_eval.get('eval_loss'), '.4f')}",
             f"grad {_num(step.get('grad_norm'), '.3f')}",
             f"lr {_num(step.get('lr'), '.2e')}",
             f"tok/s {_num(step.get('tokens_per_s'), '.0f')}",
+        ]
+        memory = [
             f"VRAM {_gb(step.get('vram_allocated_mb'))}/{_gb(step.get('vram_reserved_mb'))}/"
-            f"{_gb(step.get('vram_peak_mb'))} GB",
+            f"{_gb(step.get('vram_peak_mb'))} GB (alloc/reserved/peak)",
             f"RAM {_gb(step.get('ram_mb'))} GB",
         ]
-        self._show_text("#numbers", "  ".join(numbers))
+        # Compact: one line each, so a group never wraps in the middle (RAM 2.89 on a line of its own).
+        self._show_text("#numbers", ("\n" if self.compact else "  ").join(["  ".join(training), "  ".join(memory)]))
         error = self._error_text(snap)
         self._show_text("#error", error or "", layout=True)  # its height follows the message
         self.query_one("#error").set_class(bool(error), "-shown")
+        self.set_class(bool(error) and self.state == "failed" and not self.charts_over_error, "-error-panel")
 
     def _error_text(self, snap: Snapshot) -> str | None:
-        if snap.end and snap.end.get("status") == "failed":
-            return f"failed: {snap.end.get('error') or 'no error message; see trainer.log'}"
-        if self.state == "failed":
-            return f"failed: {self.run.read_status().get('error') or 'see trainer.log'}"
+        if snap.end and snap.end.get("status") == "failed" or self.state == "failed":
+            error = (snap.end or {}).get("error") or self.run.read_status().get("error")
+            text = f"failed: {error or 'no error message'}"
+            if self.charts_over_error:
+                return text
+            return f"{text}\n\nlog: runs/{self.run.run_id}/trainer.log\nc shows the charts up to the failure"
         if self.state == "interrupted":
             checkpoint = self.run.latest_checkpoint()
             where = f"resume from {checkpoint.name} with u" if checkpoint else "no complete checkpoint to resume from"
