@@ -60,6 +60,19 @@ def test_seq2seq_run_trains_evaluates_and_answers(workspace, tiny_seq2seq, tiny_
     assert metrics["tuned"]["perplexity"] < metrics["base"]["perplexity"]
     assert (run.eval_path / "metrics.json").exists() and (run.eval_path / "report.md").exists()
 
+    from workbench.cli import main
+
+    out = workspace.root / "merged"
+    assert main(["--workspace", str(workspace.root), "export", "--run", run.run_id, "--out", str(out),
+                 "--format", "merged"]) == 0
+    merged = AutoModelForSeq2SeqLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids, decoder_input_ids=decoder).logits,
+                                   tuned(input_ids=ids, decoder_input_ids=decoder).logits, atol=1e-4, rtol=1e-4)
+    assert "AutoModelForSeq2SeqLM" in (out / "README.md").read_text(encoding="utf-8")
+    assert main(["--workspace", str(workspace.root), "export", "--run", run.run_id, "--out",
+                 str(workspace.root / "gguf"), "--format", "gguf"]) == 2  # GGUF refuses encoder-decoders
+
     from workbench.core.generation import BASE
     from workbench.engine.generate import Playground
 

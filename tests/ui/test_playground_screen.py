@@ -215,3 +215,33 @@ async def test_typing_in_the_app_stays_in_the_prompt_and_starts_no_worker(worksp
         await pilot.pause()
         assert app.screen is screen and screen.query_one("#prompt").text == "grapes\ndtr"
         assert screen.client is None  # the worker (and torch) start only on the first load
+
+
+async def test_a_held_out_row_with_tools_is_sent_with_its_tools(workspace, tmp_path):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    data = tmp_path / "agent"
+    data.mkdir()
+    (data / "test.jsonl").write_text(json.dumps({"messages": [
+        {"role": "user", "content": "서울 날씨?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
+            "name": "get_weather", "arguments": {"city": "Seoul"}}}]}], "tools": tools}, ensure_ascii=False) + "\n",
+        encoding="utf-8")
+    make_run(workspace, "run-agent", "org/base-model")
+    config = yaml.safe_load((workspace.run_dir("run-agent") / "run.yaml").read_text(encoding="utf-8"))
+    config["data"] = {**config.get("data", {}), "path": str(data), "test_file": "test.jsonl"}
+    (workspace.run_dir("run-agent") / "run.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    worker = FakeWorker()
+    app = PlaygroundApp(workspace, worker)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.examples == ["서울 날씨?"], what="the held-out question")
+        await pilot.press("enter", "down", "enter")
+        assert screen.query_one("#prompt").text == "서울 날씨?"
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: not screen.generating and worker.of_type("generate"), what="generation")
+        assert worker.of_type("generate")[0]["tools"] == tools
+        screen.query_one("#prompt").text = "another question"
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: len(worker.of_type("generate")) == 2 and not screen.generating,
+                         what="second generation")
+        assert worker.of_type("generate")[1]["tools"] is None  # a typed question goes without the row's tools

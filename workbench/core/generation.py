@@ -221,9 +221,10 @@ def load_request(model: str, adapters: list[AdapterTarget], workspace: Workspace
     return request
 
 
-def held_out_prompts(workspace: Workspace, run_id: str | None, limit: int = 30) -> list[str]:
-    """The user turns of a run's test split (rows it never trained on), else of the demo's: the Playground
-    offers them as prompts, so the base and the tuned answer can be compared on the task the run learnt."""
+def held_out_prompts(workspace: Workspace, run_id: str | None, limit: int = 30) -> list[tuple[str, list | None]]:
+    """The user turns of a run's test split (rows it never trained on), else of the demo's, each with its
+    row's tool definitions (None without): the Playground offers them as prompts, so the base and the tuned
+    answer can be compared on the task the run learnt."""
     from workbench.core.data.demo import DEMO_NAME
 
     path = workspace.dataset_dir(DEMO_NAME) / "test.jsonl"
@@ -236,12 +237,13 @@ def held_out_prompts(workspace: Workspace, run_id: str | None, limit: int = 30) 
     with path.open(encoding="utf-8") as rows:
         for line in rows:
             try:
-                messages = json.loads(line)["messages"]
+                row = json.loads(line)
+                messages = row["messages"]
             except (ValueError, KeyError, TypeError):
                 continue  # the trainer names a bad row; here it is just not offered
             question = next((m.get("content") for m in reversed(messages[:-1]) if m.get("role") == "user"), None)
             if isinstance(question, str) and question.strip():
-                prompts.append(question)
+                prompts.append((question, row.get("tools") or None))
             if len(prompts) >= limit:
                 break
     return prompts

@@ -8,7 +8,7 @@ the run trained with) and a README saying how to load it — no optimizer state,
 Merged export: the base reloaded in 16/32-bit (a QLoRA run's base is reloaded unquantized: merging
 LoRA deltas into 4-bit weights is not possible, and dequantizing them would bake the quantization error
 in), the adapter merged with merge_and_unload, saved as safetensors with tokenizer and chat template;
-it loads with plain AutoModelForCausalLM.from_pretrained, no PEFT needed.
+it loads with plain AutoModelForCausalLM (AutoModelForSeq2SeqLM for BART/T5) .from_pretrained, no PEFT needed.
 GGUF export: the merged model converted by engine/gguf_export.py (llama.cpp, Ollama, LM Studio), with a
 Modelfile whose TEMPLATE is checked against the chat template (core/export.py) when --ollama is given.
 The adapter export also writes SERVING.md (the vLLM command line); every export's README.md is a model
@@ -132,19 +132,20 @@ def _description(run: RunDir, config: RunConfig, fmt: str, dtype: str | None, gg
         lines += ["```bash", f"llama-cli -m {gguf_file} -cnv    # llama.cpp; LM Studio opens the file too", "```", ""]
         return "\n".join(lines) + "\n"
     lines.append("```python")
+    auto = "AutoModelForSeq2SeqLM" if config.task == "seq2seq" else "AutoModelForCausalLM"
     if fmt == "merged":
         lines += [
-            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            f"from transformers import {auto}, AutoTokenizer",
             "",
-            'model = AutoModelForCausalLM.from_pretrained("PATH/TO/THIS/DIR")',
+            f'model = {auto}.from_pretrained("PATH/TO/THIS/DIR")',
             'tokenizer = AutoTokenizer.from_pretrained("PATH/TO/THIS/DIR")',
         ]
     else:
         lines += [
             "from peft import PeftModel",
-            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            f"from transformers import {auto}, AutoTokenizer",
             "",
-            f'base = AutoModelForCausalLM.from_pretrained("{config.model.name_or_path}")',
+            f'base = {auto}.from_pretrained("{config.model.name_or_path}")',
             'model = PeftModel.from_pretrained(base, "PATH/TO/THIS/DIR")',
             'tokenizer = AutoTokenizer.from_pretrained("PATH/TO/THIS/DIR")',
         ]

@@ -285,6 +285,7 @@ class PlaygroundScreen(Screen):
         self.truncated: dict[str, int] = {}
         self.stop_requested = False
         self.examples: list[str] = []  # the held-out prompts the #examples select offers, by index
+        self.example_tools: list[list | None] = []  # their rows' tool definitions, sent with the prompt
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -361,8 +362,14 @@ class PlaygroundScreen(Screen):
             self.set_status(str(error), error=True)
         examples = self.query_one("#examples", Select)
         with self.prevent(Select.Changed):
-            examples.set_options([(" ".join(prompt.split()), index) for index, prompt in enumerate(prompts)])
-        self.examples = prompts
+            examples.set_options([(" ".join(prompt.split()) + (" [tools]" if tools else ""), index)
+                                  for index, (prompt, tools) in enumerate(prompts)])
+        self.examples = [prompt for prompt, _ in prompts]
+        self.example_tools = [tools for _, tools in prompts]
+
+    def _tools_for(self, prompt: str) -> list | None:
+        """A held-out row's tools go with its question while the prompt is that question."""
+        return next((tools for question, tools in zip(self.examples, self.example_tools) if question == prompt), None)
 
     @on(Select.Changed, "#examples")
     def _example_picked(self, event: Select.Changed) -> None:
@@ -467,7 +474,7 @@ class PlaygroundScreen(Screen):
             if not prompt.strip():
                 raise UserError("the prompt is empty")
             params = self._params()
-            request = {"type": "generate", "prompt": prompt,
+            request = {"type": "generate", "prompt": prompt, "tools": self._tools_for(prompt),
                        "system": self.query_one("#system", Input).value or None,
                        "raw": self.query_one("#raw", Checkbox).value, "params": params,
                        "panes": [{"pane": pane, "adapter": value} for pane, value in self._targets()]}
