@@ -6,7 +6,8 @@ Runs the real CLI in child processes, exactly as a user would after `./scripts/d
 (bundled data split 8:1:1, SmolLM2-135M-Instruct converted once), `train --preset smollm2-demo --data demo`,
 then `eval` with the same greedy decoding for both models. Prints base and tuned exact match / ROUGE-L, the
 lift in points and the wall time of each stage, with the CPU flags that decide the precision. Exits 1 when
-the lift is smaller than the demo promises (exact match +30 points, ROUGE-L +20 points).
+the lift is smaller than the demo promises: ROUGE-L up by at least 30 points and exact match up at all
+(the issue asks for exact match or ROUGE-L up by tens of points).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MIN_LIFT = {"exact_match": 30.0, "rougeL": 20.0}  # points (metric x 100)
+MIN_LIFT = {"exact_match": 0.1, "rougeL": 30.0}  # points (metric x 100)
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
@@ -84,7 +85,7 @@ def main() -> int:
               f"{result['last_loss']:.3f}); prepare {prepare_s:.0f} s; eval of {result['examples']} rows {eval_s:.0f} s")
         for name in MIN_LIFT:
             print(f"{name:12} base {result['base'][name]:5.1f}  tuned {result['tuned'][name]:5.1f}  "
-                  f"lift {result['lift_points'][name]:+5.1f} points (needs +{MIN_LIFT[name]:.0f})")
+                  f"lift {result['lift_points'][name]:+5.1f} points (needs +{MIN_LIFT[name]:g})")
         print(f"predictions: {workspace / 'runs' / run_id / 'eval' / 'predictions.jsonl'}")
     return 0 if all(result["lift_points"][name] >= need for name, need in MIN_LIFT.items()) else 1
 
