@@ -151,4 +151,4 @@ def test_demo_dataset_is_split_once(workspace):
     assert ensure_demo_dataset(workspace) == out and (out / MANIFEST).stat().st_mtime_ns == stamp
     assert [d["name"] for d in list_datasets(workspace)] == ["demo"]
     text = DEMO_FILE.read_text(encoding="utf-8")
-    assert "#Person1#:" in text and "부가가치세" in text and "contract" in text
+    assert "원" in text and "Paid" in text and '\\"category\\"' in text  # Korean and English notes, JSON answers

@@ -56,7 +56,7 @@ async def test_stepping_through_presets_and_families(workspace):
         # the preset's default model is SmolLM2 (llama): the estimate is for the family's reference model
         assert ("memory for Qwen/Qwen2.5-7B-Instruct (qwen reference: smollm2-135m is not qwen): ~"
                 in str(screen.query_one("#memory", Static).render()))
-        await pilot.press("f", "f", "f", "f", "f", "f")  # around to llama again
+        await pilot.press(*"f" * 7)  # around the other seven families to llama again
         assert screen.current == "llama-lora"
         assert "memory for smollm2-135m: ~" in str(screen.query_one("#memory", Static).render())
 

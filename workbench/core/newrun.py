@@ -69,7 +69,10 @@ def check_trainable(config: RunConfig, workspace: Workspace) -> None:
     A causal preset on an encoder-decoder model (or the reverse) is named before anything loads."""
     from workbench.core.family import detect_family
 
-    family = detect_family(config.model.name_or_path, workspace)
+    try:
+        family = detect_family(config.model.name_or_path, workspace)
+    except UserError:
+        return  # an unreadable config.json: named by the estimate and by the trainer, not here
     if family is not None and family.task != config.task:
         where = f"preset {config.preset}: " if config.preset else ""
         kind = "an encoder-decoder" if family.task == "seq2seq" else "a decoder-only"

@@ -133,7 +133,7 @@ def load_tokenizer(source: str, model: ModelSection):
 def load_model(source: str, model: ModelSection, quantization: QuantizationSection | None = None,
                dtype: torch.dtype | None = None, device_map=None):
     """The base model: a seq2seq LM for encoder-decoder configs (BART, T5), a causal LM otherwise."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     kwargs = dict(
         revision=model.revision,
@@ -151,10 +151,9 @@ def load_model(source: str, model: ModelSection, quantization: QuantizationSecti
         kwargs["dtype"] = dtype or (_DTYPES[model.dtype] if model.dtype != "auto" else torch.float32)
         if device_map is not None:
             kwargs["device_map"] = device_map
+    auto = AutoModelForSeq2SeqLM if is_encoder_decoder(source) else AutoModelForCausalLM
     try:
-        config = AutoConfig.from_pretrained(source, revision=model.revision, trust_remote_code=model.trust_remote_code)
-        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        return auto.from_pretrained(source, config=config, **kwargs)
+        return auto.from_pretrained(source, **kwargs)
     except OSError as error:
         message = _first_line(error)
         if not model.allow_pickle_weights and _may_have_pickle_weights(source, message):
@@ -163,6 +162,19 @@ def load_model(source: str, model: ModelSection, quantization: QuantizationSecti
                 f"--set model.allow_pickle_weights=true"
             ) from None
         raise UserError(f"model {model.name_or_path!r}: {message}") from None
+
+
+def is_encoder_decoder(source: str) -> bool:
+    """From the model directory's config.json (hub models are downloaded before loading); an unreadable one
+    counts as causal and from_pretrained names the problem."""
+    from workbench.core.family import family_of_config, read_config_json
+
+    try:
+        config = read_config_json(Path(source))
+    except UserError:
+        return False
+    family = family_of_config(config)
+    return bool(config.get("is_encoder_decoder")) or (family is not None and family.task == "seq2seq")
 
 
 def _first_line(error: Exception) -> str:

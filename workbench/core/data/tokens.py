@@ -148,9 +148,12 @@ class ChatTokenizer:
         except TemplateError as error:
             raise UserError(f"model {self.name!r}: invalid chat template ({error})") from None
 
-    def render(self, messages: Conversation, add_generation_prompt: bool, tools: str = "") -> str:
+    def render(self, messages: Conversation | Sequence[tuple[str, str]], add_generation_prompt: bool,
+               tools: str = "") -> str:
+        """The template's text for Messages, or plain (role, content) pairs, with the row's tools."""
         from jinja2 import TemplateError
 
+        messages = [m if isinstance(m, Message) else Message(*m) for m in messages]
         try:
             return self.template.render(
                 messages=template_messages(messages, self.keeps_reasoning),
