@@ -367,14 +367,18 @@ class DataScreen(Screen):
             if convert:
                 self.app.call_from_thread(self._convert, spec)
             else:
-                self.app.call_from_thread(self.query_one("#stats", Static).update,
-                                          f"{spec} is converted once (about 30 s) before its tokenizer can be "
-                                          f"used: press ctrl+l.")
+                self.app.call_from_thread(self._stats_note, f"{spec} is converted once (about 30 s) before its "
+                                                            f"tokenizer can be used: press ctrl+l.")
             return
         except UserError as error:
             self.app.call_from_thread(self._stats_error, str(error))
             return
         self.app.call_from_thread(self._show_stats, prepared, stats)
+
+    def _stats_note(self, text: str) -> None:
+        """On the UI thread, and only while the screen is still up (the app may be closing under the worker)."""
+        for stats in self.query("#stats").results(Static):
+            stats.update(text)
 
     def _stats_error(self, message: str) -> None:
         self.query_one("#stats", Static).update(Text(message, style="red"))
