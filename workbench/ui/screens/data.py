@@ -20,12 +20,13 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.suggester import Suggester
 from textual.widget import Widget
-from textual.widgets import Button, DataTable, Header, Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import Button, Header, Input, Label, Static, TabbedContent, TabPane
 
 from workbench.core.errors import UserError
 from workbench.core.models import DEFAULT_MODEL
 from workbench.ui.jobs import JobClient, start_job
 from workbench.ui.widgets.footer import KeysFooter
+from workbench.ui.widgets.table import Table
 
 if TYPE_CHECKING:
     from workbench.core.data import Prepared
@@ -150,7 +151,7 @@ class DataScreen(Screen):
                         suggester=PathSuggester())
         with TabbedContent(id="tabs"):
             with TabPane("Preview", id="tab-preview"):
-                yield DataTable(id="preview", cursor_type="row", zebra_stripes=True)
+                yield Table(id="preview", cursor_type="row", zebra_stripes=True)
             # Filled after the first frame (_fill_hidden_tabs): styling their forms would double its time.
             yield TabPane("Schema", id="tab-schema")
             yield TabPane("Lengths", id="tab-lengths")
@@ -185,12 +186,12 @@ class DataScreen(Screen):
             ),
             "tab-split": Vertical(*split_fields, Button("Split (ctrl+s)", id="do-split", variant="primary"),
                                   Static(id="split-result"), id="split-form"),
-            "tab-datasets": DataTable(id="datasets", cursor_type="row", zebra_stripes=True),
+            "tab-datasets": Table(id="datasets", cursor_type="row", zebra_stripes=True),
         }
 
     def on_mount(self) -> None:
-        self.query_one("#preview", DataTable).add_columns("#", "src", "prompt", "answer")
-        self.query_one("#preview", DataTable).focus()  # so that the single-key screen switches work at once
+        self.query_one("#preview", Table).add_columns("#", "src", "prompt", "answer")
+        self.query_one("#preview", Table).focus()  # so that the single-key screen switches work at once
         self.call_after_refresh(self._fill_hidden_tabs)
 
     async def _fill_hidden_tabs(self) -> None:
@@ -198,7 +199,7 @@ class DataScreen(Screen):
                   for pane_id, content in self._hidden_tab_contents().items()]
         for mounted in mounts:
             await mounted
-        self.query_one("#datasets", DataTable).add_columns("name", "train", "val", "test", "schema", "created")
+        self.query_one("#datasets", Table).add_columns("name", "train", "val", "test", "schema", "created")
         self.tabs_filled = True
         self.refresh_bindings()
         self.refresh_datasets()
@@ -286,11 +287,13 @@ class DataScreen(Screen):
 
         self.prepared = prepared
         self.stats = None
-        table = self.query_one("#preview", DataTable)
-        table.clear()
+        table = self.query_one("#preview", Table)
+        rows = []
         for number, row in enumerate(prepared.rows[:PREVIEW_ROWS], start=1):
             prompt = next((m.content for m in reversed(row.messages[:-1]) if m.role == "user"), "")
-            table.add_row(str(number), str(row.location), clip(prompt, 34), clip(display_text(row.messages[-1]), 28))
+            rows.append((None, (str(number), str(row.location), clip(prompt, 34),
+                                clip(display_text(row.messages[-1]), 28))))
+        table.replace_rows(rows)
         report = prepared.report()
         mapping = self.query_one("#mapping", Input)
         mapping.placeholder = f"detected: {prepared.mapping.describe()}"
@@ -468,12 +471,11 @@ class DataScreen(Screen):
     def refresh_datasets(self) -> None:
         from workbench.core.data import list_datasets
 
-        table = self.query_one("#datasets", DataTable)
-        table.clear()
-        for entry in list_datasets(self.app.workspace):
-            counts = entry["counts"]
-            table.add_row(entry["name"], *(str(counts.get(s, "-")) for s in ("train", "val", "test")),
-                          entry["schema"] or "-", (entry["created"] or "-")[:16], key=entry["name"])
+        table = self.query_one("#datasets", Table)
+        table.replace_rows(
+            (entry["name"], (entry["name"], *(str(entry["counts"].get(s, "-")) for s in ("train", "val", "test")),
+                             entry["schema"] or "-", (entry["created"] or "-")[:16]))
+            for entry in list_datasets(self.app.workspace))
 
 
 def _dataset_name(path: Path) -> str:

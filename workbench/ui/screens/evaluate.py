@@ -24,6 +24,7 @@ from workbench.core.report import metric_table
 from workbench.core.runs import RunDir, list_runs
 from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
 from workbench.ui.widgets.footer import KeysFooter
+from workbench.ui.widgets.table import Table
 
 SPLITS = ("test", "val", "train")
 RUNS_POLL_S = 2.0
@@ -105,8 +106,8 @@ class EvaluateScreen(Screen):
                          markup=False)
             yield ProgressBar(id="progress", show_eta=False)
         with Horizontal(id="top"):
-            yield DataTable(id="metrics", cursor_type="none", zebra_stripes=True)
-            yield DataTable(id="examples", cursor_type="row")
+            yield Table(id="metrics", cursor_type="none", zebra_stripes=True)
+            yield Table(id="examples", cursor_type="row")
         yield Static("", id="example-info", markup=False)
         with Horizontal(id="answers"):
             with VerticalScroll(id="base-pane"):
@@ -117,7 +118,7 @@ class EvaluateScreen(Screen):
 
     def on_mount(self) -> None:
         # numbers and their headers right-aligned, so that each header sits over its column's digits
-        self.query_one("#metrics", DataTable).add_columns(
+        self.query_one("#metrics", Table).add_columns(
             "Metric", *(Text(name, justify="right") for name in ("Base", "Tuned", "Delta")), "")
         self.query_one("#examples", DataTable).add_columns("#", "ROUGE-L", "Prompt")
         self.query_one("#base-pane").border_title = "base"
@@ -184,20 +185,17 @@ class EvaluateScreen(Screen):
 
     def show_results(self, metrics: dict[str, Any] | None, predictions: list[dict[str, Any]]) -> None:
         self.predictions = predictions
-        table = self.query_one("#metrics", DataTable)
-        table.clear()
-        if metrics:
-            for row in metric_table(metrics):
-                table.add_row(row["label"].replace(" (answer tokens)", ""),
-                              *(Text(row[name], justify="right") for name in ("base", "tuned", "delta")),
-                              row["verdict"], key=row["key"])
-        examples = self.query_one("#examples", DataTable)
-        examples.clear()
-        for record in predictions:
-            scores = f"{record['base_scores']['rougeL']:.2f}→{record['tuned_scores']['rougeL']:.2f}"
-            # Scores first: a long prompt is cut at the screen edge, never the scores.
-            examples.add_row(str(record["index"]), scores, " ".join(record["prompt"].split())[:80],
-                             key=str(record["index"]))
+        table = self.query_one("#metrics", Table)
+        table.replace_rows(
+            (row["key"], (row["label"].replace(" (answer tokens)", ""),
+                          *(Text(row[name], justify="right") for name in ("base", "tuned", "delta")), row["verdict"]))
+            for row in (metric_table(metrics) if metrics else []))
+        # Scores first: a long prompt is cut at the screen edge, never the scores.
+        self.query_one("#examples", Table).replace_rows(
+            (str(record["index"]),
+             (str(record["index"]), f"{record['base_scores']['rougeL']:.2f}→{record['tuned_scores']['rougeL']:.2f}",
+              " ".join(record["prompt"].split())[:80]))
+            for record in predictions)
         self.show_example(0)
 
     @on(DataTable.RowHighlighted, "#examples")

@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Header, Input, ProgressBar, Static
+from textual.widgets import Header, Input, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from workbench.core.errors import UserError
@@ -22,6 +22,7 @@ from workbench.core.model_library import format_parameters, list_models, remove_
 from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
 from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.footer import KeysFooter
+from workbench.ui.widgets.table import Table
 
 COLUMNS = ("model", "kind", "family", "params", "size", "last used", "runs")
 
@@ -67,7 +68,7 @@ class ModelsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        table = DataTable(id="models", cursor_type="row", zebra_stripes=True)
+        table = Table(id="models", cursor_type="row", zebra_stripes=True)
         table.add_columns(*COLUMNS)
         yield table
         yield Input(placeholder="hub id to pull (org/name), enter", id="pull-repo")
@@ -78,7 +79,7 @@ class ModelsScreen(Screen):
         yield KeysFooter()
 
     def on_mount(self) -> None:
-        self.query_one("#models", DataTable).focus()
+        self.query_one("#models", Table).focus()
         self.action_refresh()
 
     def on_screen_resume(self) -> None:
@@ -101,14 +102,14 @@ class ModelsScreen(Screen):
     def _show(self, entries: list) -> None:
         import time
 
-        table = self.query_one("#models", DataTable)
+        table = self.query_one("#models", Table)
         selected = self.selected_name()
         self.entries = {entry.name: entry for entry in entries}
-        table.clear()
-        for e in entries:
-            used = time.strftime("%m-%d %H:%M", time.localtime(e.last_used)) if e.last_used else "-"
-            table.add_row(e.name, e.kind, e.family or "-", format_parameters(e.parameters),
-                          format_bytes(e.size_bytes), used, ", ".join(e.runs) or "-", key=e.name)
+        table.replace_rows(
+            (e.name, (e.name, e.kind, e.family or "-", format_parameters(e.parameters), format_bytes(e.size_bytes),
+                      time.strftime("%m-%d %H:%M", time.localtime(e.last_used)) if e.last_used else "-",
+                      ", ".join(e.runs) or "-"))
+            for e in entries)
         if selected in self.entries:
             table.move_cursor(row=table.get_row_index(selected))
         total = format_bytes(sum(e.size_bytes for e in entries))
@@ -117,7 +118,7 @@ class ModelsScreen(Screen):
             if entries else "No models cached yet: n, then a hub id (org/name), pulls one.")
 
     def selected_name(self) -> str | None:
-        table = self.query_one("#models", DataTable)
+        table = self.query_one("#models", Table)
         if not table.row_count:
             return None
         row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
@@ -128,7 +129,7 @@ class ModelsScreen(Screen):
         self.query_one("#pull-repo", Input).focus()
 
     def action_leave_input(self) -> None:
-        self.query_one("#models", DataTable).focus()
+        self.query_one("#models", Table).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         repo = event.value.strip()
@@ -141,7 +142,7 @@ class ModelsScreen(Screen):
         self.query_one("#pull-progress", ProgressBar).update(total=None, progress=0)
         self.pull_job = start_pull(repo, self.app.workspace.root)
         self._follow_pull(self.pull_job)
-        self.query_one("#models", DataTable).focus()
+        self.query_one("#models", Table).focus()
 
     @work(thread=True, exclusive=True, group="pull")
     def _follow_pull(self, job: JobClient) -> None:

@@ -25,6 +25,7 @@ from workbench.core.family import FAMILIES
 from workbench.core.presets import Preset, differences, family_default, flatten, list_presets, save_user_preset
 from workbench.ui.gpus import detect_gpus_in_background
 from workbench.ui.widgets.footer import KeysFooter
+from workbench.ui.widgets.table import Table
 
 HIDDEN_FIELDS = ("preset", "description", "family")  # shown above the table, not edited as cells
 HIDDEN_SECTIONS = ("data.",)  # a run's dataset is chosen when the run starts, not in a preset
@@ -136,7 +137,7 @@ class PresetsScreen(Screen):
             with Vertical(id="detail"):
                 yield Label("", id="title")
                 yield Static("", id="description")
-                yield DataTable(id="fields", cursor_type="row", zebra_stripes=True)
+                yield Table(id="fields", cursor_type="row", zebra_stripes=True)
                 # the highlighted field in full: a long value (target_modules) is cut in the table at 80 columns
                 yield Static("", id="field-value", markup=False)
                 with Vertical(id="editor"):
@@ -147,7 +148,7 @@ class PresetsScreen(Screen):
         yield KeysFooter()
 
     def on_mount(self) -> None:
-        table = self.query_one("#fields", DataTable)
+        table = self.query_one("#fields", Table)
         table.add_column("field (* changed) enter/i edits", key="field", width=30)
         table.add_column("value", key="value")
         self.reload()
@@ -230,9 +231,9 @@ class PresetsScreen(Screen):
         self.refresh_memory(config)
 
     def refresh_fields(self, config: RunConfig) -> None:
-        table = self.query_one("#fields", DataTable)
+        table = self.query_one("#fields", Table)
         row = table.cursor_row
-        table.clear()
+        rows = []
         default = family_default(self.presets[self.current])
         changed = differences(config, default.resolve() if default else None)
         section = None
@@ -243,7 +244,7 @@ class PresetsScreen(Screen):
             if head != section:  # a heading row per section keeps the leaf names short enough for 80 columns
                 section = head
                 if head:
-                    table.add_row(Text(f"── {head}", style="bold"), "", key=f"§{head}")
+                    rows.append((f"§{head}", (Text(f"── {head}", style="bold"), "")))
             mark = "*" if field in changed else " "
             text = format_value(value)
             if field in changed:
@@ -251,7 +252,8 @@ class PresetsScreen(Screen):
             elif field == "model.name_or_path" and "name_or_path" not in (self.data_of(self.current).get("model") or {}):
                 text += "  (not in the preset: New run or --model sets it)"
             # Text, not a str: DataTable reads a str as markup, and "[q_proj, v_proj]" is a (hidden) tag
-            table.add_row(f"{mark} {leaf}", Text(text), key=field)
+            rows.append((field, (f"{mark} {leaf}", Text(text))))
+        table.replace_rows(rows)
         if row:
             table.move_cursor(row=min(row, table.row_count - 1))
 
@@ -304,7 +306,7 @@ class PresetsScreen(Screen):
         self.open_editor(str(event.row_key.value))
 
     def action_edit(self) -> None:
-        table = self.query_one("#fields", DataTable)
+        table = self.query_one("#fields", Table)
         if self.current is None or table.row_count == 0:
             return
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
@@ -348,7 +350,7 @@ class PresetsScreen(Screen):
             return
         self.editing = None
         self.query_one("#editor").remove_class("-open")
-        self.query_one("#fields", DataTable).focus()
+        self.query_one("#fields", Table).focus()
 
     def candidate(self, text: str) -> dict[str, Any]:
         """The preset with the edited field set; UserError (one line) when the schema refuses it."""

@@ -15,6 +15,7 @@ from workbench.core.runs import FINAL_STATES, RunDir, delete_run, list_runs
 from workbench.ui.run_history import format_duration
 from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.footer import KeysFooter
+from workbench.ui.widgets.table import Table
 
 # The numbers before the names: at 80 columns a long run id leaves room up to the duration; the model and
 # preset, cut there, are in the detail line of the highlighted run.
@@ -74,7 +75,7 @@ class RunsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        table = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        table = Table(id="runs", cursor_type="row", zebra_stripes=True)
         table.add_columns(*COLUMNS)
         yield table
         yield Static("", id="run-detail", markup=False)
@@ -100,13 +101,12 @@ class RunsScreen(Screen):
             self.app.call_from_thread(self._show, summaries)
 
     def _show(self, summaries: list[dict]) -> None:
-        table = self.query_one("#runs", DataTable)
+        table = self.query_one("#runs", Table)
         selected = self.selected_run_id()
         self.summaries = {s["run_id"]: s for s in summaries}
         self.marked = [run_id for run_id in self.marked if run_id in self.summaries]
-        table.clear()
-        for summary in summaries:
-            table.add_row(*summary_row(summary, summary["run_id"] in self.marked), key=summary["run_id"])
+        table.replace_rows((summary["run_id"], summary_row(summary, summary["run_id"] in self.marked))
+                           for summary in summaries)
         if selected in self.summaries:
             table.move_cursor(row=table.get_row_index(selected))
         hint = ("No runs yet: t, then n starts one." if not summaries else
@@ -114,7 +114,7 @@ class RunsScreen(Screen):
         self.query_one("#runs-hint", Static).update(hint)
 
     def selected_run_id(self) -> str | None:
-        table = self.query_one("#runs", DataTable)
+        table = self.query_one("#runs", Table)
         if not table.row_count:
             return None
         row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
@@ -141,7 +141,7 @@ class RunsScreen(Screen):
             self.marked.remove(run_id)
         else:
             self.marked = (self.marked + [run_id])[-2:]
-        table = self.query_one("#runs", DataTable)
+        table = self.query_one("#runs", Table)
         for key in self.summaries:
             table.update_cell(key, table.ordered_columns[0].key, "*" if key in self.marked else " ")
 

@@ -18,13 +18,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Header, Input, Label, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import Header, Input, Label, ProgressBar, Static, TabbedContent, TabPane
 
 from workbench.core.hardware import format_report
 from workbench.core.selftest import METHOD_COLUMNS, METHODS, STAGES, format_selftest, method_row, progress_line
 from workbench.core.models import DEFAULT_MODEL
 from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
 from workbench.ui.widgets.footer import KeysFooter
+from workbench.ui.widgets.table import Table
 
 
 class SystemScreen(Screen):
@@ -56,6 +57,7 @@ class SystemScreen(Screen):
         self.job_failed = False
         self.selftest: JobClient | None = None
         self.selftest_report: dict[str, Any] | None = None
+        self.selftest_rows: list[tuple[str, tuple]] = []  # the methods measured so far, one table row each
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -68,7 +70,7 @@ class SystemScreen(Screen):
                              "resume, generate) and measure speed, MFU and memory against the estimate; about a "
                              "minute on a GPU, a few on a CPU", id="selftest-status", markup=False)
                 yield ProgressBar(total=len(STAGES), show_eta=False, id="selftest-progress")
-                yield DataTable(id="selftest-table", cursor_type="row", zebra_stripes=True)
+                yield Table(id="selftest-table", cursor_type="row", zebra_stripes=True)
                 with VerticalScroll(id="selftest-summary"):
                     yield Static("", id="selftest-text", markup=False)
             with TabPane("Model structure", id="structure"):
@@ -80,7 +82,7 @@ class SystemScreen(Screen):
                     yield Input("16", id="rank", compact=True, type="integer")
                 yield Static("ctrl+r: list the model's linear layers (config only, no weights loaded)",
                              id="inspect-status", markup=False)
-                yield DataTable(id="modules", cursor_type="row", zebra_stripes=True)
+                yield Table(id="modules", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="suggestion", markup=False)
         yield KeysFooter()
 
@@ -98,9 +100,9 @@ class SystemScreen(Screen):
         return DEFAULT_MODEL
 
     def on_mount(self) -> None:
-        self.query_one("#modules", DataTable).add_columns("Type", "Name", "Count", "Role", "Shape (in→out)",
+        self.query_one("#modules", Table).add_columns("Type", "Name", "Count", "Role", "Shape (in→out)",
                                                           "LoRA params")
-        self.query_one("#selftest-table", DataTable).add_columns(*METHOD_COLUMNS)
+        self.query_one("#selftest-table", Table).add_columns(*METHOD_COLUMNS)
         self.action_refresh_report()
 
     def on_unmount(self) -> None:
@@ -140,7 +142,8 @@ class SystemScreen(Screen):
         if self.selftest is not None:
             return  # one at a time: it measures the machine
         self.selftest_report = None
-        self.query_one("#selftest-table", DataTable).clear()
+        self.selftest_rows = []
+        self.query_one("#selftest-table", Table).replace_rows(self.selftest_rows)
         self.query_one("#selftest-progress", ProgressBar).update(progress=0)
         self.query_one("#selftest-text", Static).update("")
         self.set_selftest_status("starting the self-test…")
@@ -160,7 +163,8 @@ class SystemScreen(Screen):
         if kind == "stage":
             self.query_one("#selftest-progress", ProgressBar).advance(1)
             if data["stage"] in METHODS:
-                self.query_one("#selftest-table", DataTable).add_row(*method_row(data), key=data["stage"])
+                self.selftest_rows.append((data["stage"], method_row(data)))
+                self.query_one("#selftest-table", Table).replace_rows(self.selftest_rows)
         elif kind == "result":
             self.selftest_report = data["report"]
             lines = format_selftest(self.selftest_report)
@@ -233,13 +237,13 @@ class SystemScreen(Screen):
 
     def show_analysis(self, analysis: dict[str, Any]) -> None:
         self.analysis = analysis
-        table = self.query_one("#modules", DataTable)
-        table.clear()
-        for module in analysis["linear_modules"]:
-            shapes = ", ".join(f"{a}→{b}" for a, b in module["shapes"])
-            role = "output head" if module["output_head"] else module["role"]
-            table.add_row(module["type"], module["name"], str(module["count"]), role, shapes,
-                          f"{module['lora_parameters']:,}", key=f"{module['type']}.{module['name']}")
+        table = self.query_one("#modules", Table)
+        table.replace_rows(
+            (f"{module['type']}.{module['name']}",
+             (module["type"], module["name"], str(module["count"]),
+              "output head" if module["output_head"] else module["role"],
+              ", ".join(f"{a}→{b}" for a, b in module["shapes"]), f"{module['lora_parameters']:,}"))
+            for module in analysis["linear_modules"])
         counts = ", ".join(f"{kind}: {len(names)} names" for kind, names in analysis["by_type"].items())
         self.set_inspect_status(f"{analysis['model']} ({analysis['model_type']}, {analysis['num_parameters']:,} "
                                 f"parameters) · {counts}")

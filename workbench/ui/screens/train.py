@@ -13,6 +13,7 @@ from workbench.core.errors import UserError
 from workbench.core.runs import ACTIVE_STATES, RunDir, list_runs, open_run
 from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.footer import KeysFooter
+from workbench.ui.widgets.table import Table
 
 
 class TrainScreen(Screen):
@@ -84,7 +85,7 @@ class TrainScreen(Screen):
         body.mount(RunView(run))
 
     def _landing(self) -> Vertical:
-        table = DataTable(id="active-runs", cursor_type="row")
+        table = Table(id="active-runs", cursor_type="row")
         table.add_columns("run", "state", "model", "step")
         return Vertical(
             Static("No run open. n starts a new run; r lists every run.", id="landing-hint"),
@@ -111,10 +112,8 @@ class TrainScreen(Screen):
         tables = self.query("#active-runs")
         if not tables or self.shown_run_id is not None:
             return  # a run was opened meanwhile
-        table = tables.first(DataTable)
-        table.clear()
-        for row in rows:
-            table.add_row(*row, key=row[0])
+        table = tables.first(Table)
+        table.replace_rows((row[0], row) for row in rows)
         if not rows:
             self.query_one("#active-title", Static).update("No run in progress.")
         else:
