@@ -37,6 +37,8 @@ from workbench.engine.sft_data import keeps_reasoning, render, row_messages, row
 
 SPLITS = ("test", "val", "train")
 DEFAULT_MAX_NEW_TOKENS = 128
+# Decoding one token reads every weight whatever the batch: more rows per step cost little extra time.
+GENERATION_ROWS = 32
 
 
 def split_path(config: RunConfig, split: str, workspace: Workspace) -> Path:
@@ -180,7 +182,7 @@ def generate_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens:
     import torch
 
     device = model.get_input_embeddings().weight.device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_id_of(tokenizer)
     answers: list[str] = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
@@ -194,9 +196,43 @@ def generate_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens:
             )
         # A decoder-only model's output repeats the prompt; an encoder-decoder's is the answer alone.
         new_tokens = 0 if model.config.is_encoder_decoder else width
-        answers.extend(tokenizer.decode(row[new_tokens:], skip_special_tokens=True).strip() for row in output)
+        answers.extend(decode_answer(tokenizer, row[new_tokens:]) for row in output)
         on_batch(len(answers))
     return answers
+
+
+def unbatched_phase(model, tokenizer, encoded: list[tuple[list[int], list[int]]], max_new_tokens: int,
+                    batch_size: int, progress) -> tuple[list[tuple[float, int]], list[str]]:
+    """Answer NLLs one row at a time and answers from generate() in batches of batch_size rows (which run until
+    their last row ends): any model, and the reference for batched_phase."""
+    nlls = []
+    for index, (prompt_ids, answer_ids) in enumerate(encoded, start=1):
+        nlls.append(answer_nll(model, prompt_ids, answer_ids))
+        progress("perplexity")(index)
+    answers = generate_answers(model, tokenizer, [p for p, _ in encoded], max_new_tokens, batch_size,
+                               progress("generate"))
+    return nlls, answers
+
+
+def batched_phase(model, tokenizer, encoded: list[tuple[list[int], list[int]]], max_new_tokens: int,
+                  batch_size: int, progress) -> tuple[list[tuple[float, int]], list[list[int]]]:
+    """Answer NLLs and greedy answer tokens of a decoder-only model in length-sorted batches (engine.batched):
+    the same greedy settings as generate_answers, each row stopping at its own end token."""
+    from workbench.engine.batched import answer_nlls, greedy_tokens
+
+    nlls = answer_nlls(model, encoded, max_rows=batch_size, on_batch=progress("perplexity"))
+    tokens = greedy_tokens(model, [p for p, _ in encoded], max_new_tokens, {tokenizer.eos_token_id},
+                           pad_id_of(tokenizer), max_rows=max(batch_size, GENERATION_ROWS),
+                           on_batch=progress("generate"))
+    return nlls, tokens
+
+
+def decode_answer(tokenizer, tokens) -> str:
+    return tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+
+def pad_id_of(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def greedy_settings(tokenizer, pad_id: int) -> dict[str, Any]:
@@ -243,21 +279,26 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
     call_examples = [i for i, example in enumerate(examples) if example.reference.tool_calls]
     batch_size = config.training.per_device_eval_batch_size
     total = len(examples)
+    from workbench.engine.batched import can_decode_in_batches
+
+    batched = can_decode_in_batches(model)
 
     def run_phase(phase: str) -> dict[str, Any]:
-        nlls = []
-        for index, (prompt_ids, answer_ids) in enumerate(encoded, start=1):
-            nlls.append(answer_nll(model, prompt_ids, answer_ids))
-            emit("progress", phase=phase, stage="perplexity", done=index, total=total)
-        answers = generate_answers(
-            model, tokenizer, [p for p, _ in encoded], max_new_tokens, batch_size,
-            lambda done: emit("progress", phase=phase, stage="generate", done=done, total=total),
-        )
+        def progress(stage: str):
+            return lambda done: emit("progress", phase=phase, stage=stage, done=done, total=total)
+
+        if batched:
+            nlls, tokens = batched_phase(model, tokenizer, encoded, max_new_tokens, batch_size, progress)
+            answers = [decode_answer(tokenizer, row) for row in tokens]
+        else:  # encoder-decoders, and models whose generation config adds logits processors
+            nlls, answers = unbatched_phase(model, tokenizer, encoded, max_new_tokens, batch_size, progress)
         return {"nlls": nlls, "raw": answers, "answers": [shown_answer(a) for a in answers]}
 
+    answering_started = time.time()
     with model.disable_adapter():
         results = {"base": run_phase("base")}
     results["tuned"] = run_phase("tuned")
+    answering_s = time.time() - answering_started
 
     summary: dict[str, dict[str, Any]] = {}
     for phase, result in results.items():
@@ -290,6 +331,9 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
         "delta": delta,
         "created": time.time(),
         "duration_s": time.time() - started,
+        # Scored and answered examples (base and tuned each count) per second of model time, loading excluded.
+        "examples_per_s": 2 * total / answering_s,
+        "batched": batched,
     }
     predictions = []
     for index, example in enumerate(examples):

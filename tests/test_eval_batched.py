@@ -1,0 +1,64 @@
+"""Batched perplexity and greedy decoding (engine.batched) against the one-row-at-a-time path, on tiny fp32 models."""
+
+import pytest
+
+from workbench.engine.tiny import build_tiny_model
+
+MAX_NEW = 10
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])  # rotary and learned positions
+def tiny_model(request, tmp_path_factory):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    directory = build_tiny_model(tmp_path_factory.mktemp(f"tiny-{request.param}"), request.param, seed=3)
+    return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+
+
+def prompts_of(model) -> list[list[int]]:
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    return [torch.randint(5, vocab, (length,), generator=generator).tolist() for length in (7, 3, 12, 5, 9)]
+
+
+def alone(model, prompt: list[int], eos: list[int]) -> list[int]:
+    """generate() on the prompt by itself: the reference, cut after its first end token."""
+    import torch
+
+    output = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                            max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=eos or None, pad_token_id=0)
+    tokens = output[0, len(prompt):].tolist()
+    ends = [i for i, token in enumerate(tokens) if token in eos]
+    return tokens[: ends[0] + 1] if ends else tokens
+
+
+def test_batched_greedy_gives_each_row_its_own_greedy_answer_and_stops_it_at_its_end_token(tiny_model):
+    from workbench.engine.batched import can_decode_in_batches, greedy_tokens
+
+    assert can_decode_in_batches(tiny_model)
+    prompts = prompts_of(tiny_model)
+    free = [alone(tiny_model, prompt, []) for prompt in prompts]
+    # End tokens that the rows reach at different steps, so rows leave the batch one after another.
+    eos = sorted({free[0][2], free[2][5]} - {token for row in free[:1] for token in row[:2]})
+    expected = [alone(tiny_model, prompt, eos) for prompt in prompts]
+    lengths = {len(tokens) for tokens in expected}
+    assert len(lengths) >= 2 and min(lengths) < MAX_NEW  # some rows really stop early, others do not
+
+    batched = greedy_tokens(tiny_model, prompts, MAX_NEW, set(eos), pad_id=0, max_rows=4)
+    assert batched == expected
+
+
+def test_batched_answer_nlls_equal_the_per_row_ones(tiny_model):
+    from workbench.engine.batched import answer_nlls
+    from workbench.engine.evaluate import answer_nll
+
+    prompts = prompts_of(tiny_model)
+    pairs = [(prompt, prompts[(i + 1) % len(prompts)][: 2 + i]) for i, prompt in enumerate(prompts)]
+    per_row = [answer_nll(tiny_model, prompt, answer) for prompt, answer in pairs]
+    batched = answer_nlls(tiny_model, pairs, max_rows=3)
+    assert [count for _, count in batched] == [count for _, count in per_row]
+    for (nll, _), (expected, _) in zip(batched, per_row):
+        assert nll == pytest.approx(expected, rel=1e-5, abs=1e-5)
