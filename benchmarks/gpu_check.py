@@ -105,7 +105,7 @@ def throughput_row(workspace: Path, model_dir: Path, scratch: Path, dry_run: boo
     examples, batch, length = (8, 2, 64) if dry_run else (256, 8, 1024)
     args = argparse.Namespace(examples=examples, batch=batch, max_length=length, model=str(model_dir),
                               model_dir=str(model_dir), workspace=str(workspace), set=[], llamafactory_python=None,
-                              tuned_baseline=True)
+                              trl_defaults=False, baseline_precision="auto")
     data = train_throughput.write_dataset(scratch / "throughput-data", examples)
     try:
         base = train_throughput.spawn(args, "baseline", data, scratch / "baseline")

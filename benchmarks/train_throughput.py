@@ -2,16 +2,18 @@
 
     .venv/bin/python benchmarks/train_throughput.py [--examples 128] [--batch 8] [--max-length 256]
         [--model smollm2-135m] [--workspace DIR] [--only baseline,workbench,workbench-quiet,llamafactory]
-        [--llamafactory-python PATH] [--set KEY=VALUE ...] [--tuned-baseline]
+        [--llamafactory-python PATH] [--set KEY=VALUE ...] [--trl-defaults] [--baseline-precision P]
+        [--repeats N]
 
 Data: the bundled demo rows (short and long Korean/English instructions, so lengths vary), one epoch of
 --examples rows, evaluated on 32 held-out rows afterwards. Each trainer runs in its own process:
-  baseline         plain TRL SFTTrainer with its defaults (bf16 autocast, gradient checkpointing, padded
-                   batches, per-step entropy/accuracy); only the LoRA and the learning-rate schedule are
-                   set to the workbench preset's, so the losses are comparable. On a CPU without native
-                   bf16 (no AMX/AVX512-BF16) it runs fp32, as bf16 autocast there is ~50x slower. With
-                   --tuned-baseline, TRL at its best on a GPU the run fits: no gradient checkpointing, and
-                   flash-attention 2 with padding-free batches / Liger kernels where installed.
+  baseline         plain TRL SFTTrainer at its best for this device: no gradient checkpointing (the run fits
+                   in memory), the precision that is fastest here (bf16 autocast on GPUs and on CPUs with
+                   AMX/AVX512-BF16, fp32 on other CPUs, where bf16 autocast is ~50x slower;
+                   --baseline-precision to check), flash-attention 2 with padding-free batches / Liger
+                   kernels where installed; otherwise SFTConfig's defaults (padded batches, per-step
+                   entropy/accuracy). Only the LoRA and the learning-rate schedule are set to the workbench
+                   preset's, so the losses are comparable. --trl-defaults keeps TRL's gradient checkpointing.
   workbench        `llama-lora` preset through workbench.engine.build, with the event stream and control
                    callbacks (what `lora-workbench train` runs).
   workbench-quiet  the same without the event and control callbacks: the monitoring overhead.
@@ -21,7 +23,10 @@ Data: the bundled demo rows (short and long Korean/English instructions, so leng
                    environment (its pins clash with ours): --llamafactory-python, else the interpreter of
                    `llamafactory-cli` on PATH; skipped when neither exists.
 Samples/s and non-padding tokens/s are timed from the end of the first step to the end of the last
-(the first step pays one-off allocation).
+(the first step pays one-off allocation). MFU: model FLOPs per second (core.selftest's count, the same for
+every trainer) over the best of a 2048³ matmul probe in the training precision, run in the same process just
+before training. --repeats N runs every trainer N times, alternating, and reports the medians with the load
+average around each run (a shared machine's timings are noisy).
 """
 
 from __future__ import annotations
@@ -96,9 +101,29 @@ def timing(clock, batch: int, total_s: float) -> dict:
         "train_s": round(total_s, 2),
         "samples_per_s": timed_examples / timed_s,
         "tokens_per_s": timed_examples * mean_length / timed_s,
+        "mean_length": mean_length,
         "final_train_loss": clock.train_losses[-1] if clock.train_losses else None,
         "eval_loss": clock.eval_loss,
     }
+
+
+def probe_tflops(precision: str) -> float:
+    """This process's matmul peak in the precision it trains in (autocast bf16 multiplies in bf16)."""
+    from workbench.engine.selftest import matmul_tflops
+
+    return matmul_tflops("bf16" if precision == "bf16" else "fp32", 2048, 3)
+
+
+def add_mfu(result: dict, model_dir: str, trainable_params: int, peak_tflops: float) -> dict:
+    from workbench.core.family import read_config_json
+    from workbench.core.memory import shape_from_config
+    from workbench.core.selftest import training_flops_per_token
+
+    shape = shape_from_config(read_config_json(Path(model_dir)))
+    flops = training_flops_per_token(shape, round(result["mean_length"]), trainable_params)
+    result["peak_tflops"] = peak_tflops
+    result["mfu"] = result["tokens_per_s"] * flops / (peak_tflops * 1e12)
+    return result
 
 
 def measure(trainer, batch: int) -> dict:
@@ -129,13 +154,17 @@ def run_baseline(args, data_dir: Path, output_dir: Path) -> dict:
 
     source = resolve_and_materialize(args.model, Workspace.resolve(args.workspace), log=lambda _: None)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    flash = args.tuned_baseline and importlib.util.find_spec("flash_attn") is not None
+    best = not args.trl_defaults
+    flash = best and importlib.util.find_spec("flash_attn") is not None
     model = AutoModelForCausalLM.from_pretrained(
         source, dtype=torch.float32, **({"attn_implementation": "flash_attention_2"} if flash else {}))
     tuned = {}
-    if args.tuned_baseline:
+    if best:
         tuned = {"gradient_checkpointing": False, "padding_free": flash,
                  "use_liger_kernel": importlib.util.find_spec("liger_kernel") is not None}
+    precision = args.baseline_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() or cpu_has_fast_bf16() else "fp32"
     splits = load_dataset("json", data_files={"train": str(data_dir / "train.jsonl"),
                                               "val": str(data_dir / "val.jsonl")})
     splits = splits.map(to_prompt_completion, remove_columns=["messages"])
@@ -149,9 +178,7 @@ def run_baseline(args, data_dir: Path, output_dir: Path) -> dict:
         lr_scheduler_type="cosine",
         warmup_steps=10,
         use_cpu=not torch.cuda.is_available(),
-        # TRL's default bf16 autocast is ~50x slower than fp32 on a CPU without AMX/AVX512-BF16 (measured on
-        # AVX2); there the baseline gets fp32, which only makes it faster.
-        **({} if torch.cuda.is_available() or cpu_has_fast_bf16() else {"bf16": False}),
+        bf16=precision == "bf16",
         save_strategy="no",
         eval_strategy="no",
         logging_steps=1,  # so the last step's loss is in the log history, as the workbench's
@@ -163,10 +190,11 @@ def run_baseline(args, data_dir: Path, output_dir: Path) -> dict:
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM", target_modules=LORA_TARGETS)
     trainer = SFTTrainer(model=model, args=config, train_dataset=splits["train"], eval_dataset=splits["val"],
                          processing_class=tokenizer, peft_config=lora)
+    peak = probe_tflops(precision)
     result = measure(trainer, args.batch)
     result["settings"] = (f"bf16={config.bf16} checkpointing={config.gradient_checkpointing} "
                           f"padding_free={config.padding_free} liger={config.use_liger_kernel}")
-    return result
+    return add_mfu(result, source, trainer.model.get_nb_trainable_parameters()[0], peak)
 
 
 def run_workbench(args, data_dir: Path, quiet: bool) -> dict:
@@ -194,12 +222,13 @@ def run_workbench(args, data_dir: Path, quiet: bool) -> dict:
         for callback in list(trainer.callback_handler.callbacks):
             if isinstance(callback, (EventCallback, ControlCallback)):
                 trainer.remove_callback(callback)
+    peak = probe_tflops(resolve_precision(config))
     result = measure(trainer, args.batch)
     t = config.training
     result["settings"] = (f"precision={resolve_precision(config)} checkpointing={trainer.args.gradient_checkpointing} "
                           f"padding_free={t.padding_free}")
     shutil.rmtree(run.path, ignore_errors=True)
-    return result
+    return add_mfu(result, args.model_dir, trainer.model.get_nb_trainable_parameters()[0], peak)
 
 
 def run_llamafactory(args, data_dir: Path, output_dir: Path) -> dict:
@@ -271,13 +300,32 @@ def spawn(args, variant: str, data_dir: Path, scratch: Path) -> dict:
                "--model", args.model, "--model-dir", args.model_dir, "--workspace", str(args.workspace)]
     for item in args.set:
         command += ["--set", item]
-    if args.tuned_baseline:
-        command.append("--tuned-baseline")
+    if args.trl_defaults:
+        command.append("--trl-defaults")
+    command += ["--baseline-precision", args.baseline_precision]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def precision_flags() -> str:
+    """The CPU's vector and matrix extensions that decide the precision."""
+    from workbench.engine.build import cpu_flags
+
+    return " ".join(sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})) or "none"
+
+
+def mfu_text(result: dict) -> str:
+    if result.get("mfu") is None:  # LLaMA-Factory's process runs no probe
+        return "MFU n/a"
+    return f"MFU {100 * result['mfu']:4.1f}% of {result['peak_tflops']:.3f} TFLOP/s"
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median samples/s (its other figures come with it)."""
+    return sorted(runs, key=lambda r: r["samples_per_s"])[len(runs) // 2]
 
 
 def main() -> int:
@@ -290,8 +338,11 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(VARIANTS))
     parser.add_argument("--set", action="append", default=[], help="extra workbench override, KEY=VALUE")
     parser.add_argument("--llamafactory-python", help="python of a virtual environment with llamafactory installed")
-    parser.add_argument("--tuned-baseline", action="store_true",
-                        help="TRL without gradient checkpointing, with flash-attn/liger when installed (a GPU)")
+    parser.add_argument("--trl-defaults", action="store_true",
+                        help="the baseline with TRL's default gradient checkpointing (not at its best)")
+    parser.add_argument("--baseline-precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="the baseline's precision (auto: the fastest for this device, see above)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every trainer, alternating")
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
@@ -312,20 +363,26 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = write_dataset(Path(tmp) / "data", args.examples)
         print(f"{args.examples} examples, batch {args.batch}, max_length {args.max_length}, {args.model}, "
-              f"{os.cpu_count()} CPUs")
-        results = {}
-        for variant in variants:
-            results[variant] = spawn(args, variant, data_dir, Path(tmp) / variant)
-            r = results[variant]
-            print(f"{variant:16} {r['samples_per_s']:6.3f} samples/s {r['tokens_per_s']:8.1f} tokens/s  "
-                  f"train loss {r['final_train_loss'] or float('nan'):.4f}  eval loss {r['eval_loss']:.4f}  "
-                  f"({r['settings']})",
-                  flush=True)
+              f"{os.cpu_count()} CPUs, flags: {precision_flags()}")
+        runs: dict[str, list[dict]] = {variant: [] for variant in variants}
+        for repeat in range(args.repeats):
+            for variant in variants if repeat % 2 == 0 else variants[::-1]:
+                load_before = os.getloadavg()[0]
+                r = spawn(args, variant, data_dir, Path(tmp) / variant)
+                runs[variant].append(r)
+                print(f"{variant:16} {r['samples_per_s']:6.3f} samples/s {r['tokens_per_s']:8.1f} tokens/s  "
+                      f"{mfu_text(r)}  "
+                      f"train loss {r['final_train_loss'] or float('nan'):.4f}  eval loss {r['eval_loss']:.4f}  "
+                      f"load {load_before:.1f}->{os.getloadavg()[0]:.1f}  ({r['settings']})",
+                      flush=True)
+        results = {variant: median_run(done) for variant, done in runs.items() if done}
     if "baseline" in results and "workbench" in results:
         base, ours = results["baseline"], results["workbench"]
-        print(f"workbench / baseline: {ours['samples_per_s'] / base['samples_per_s']:.2f}x samples/s, "
-              f"{ours['tokens_per_s'] / base['tokens_per_s']:.2f}x tokens/s, "
-              f"eval loss {100 * (ours['eval_loss'] / base['eval_loss'] - 1):+.2f}%")
+        loss_gap = 100 * (ours["eval_loss"] / base["eval_loss"] - 1)
+        print(f"workbench / TRL at its best (medians of {args.repeats}): "
+              f"{ours['samples_per_s'] / base['samples_per_s']:.2f}x samples/s, "
+              f"{ours['tokens_per_s'] / base['tokens_per_s']:.2f}x tokens/s, MFU {100 * ours['mfu']:.1f}% vs "
+              f"{100 * base['mfu']:.1f}%, eval loss {loss_gap:+.2f}% ({'within' if abs(loss_gap) <= 2 else 'NOT within'} 2%)")
     if "workbench" in results and "workbench-quiet" in results:
         on, off = results["workbench"]["samples_per_s"], results["workbench-quiet"]["samples_per_s"]
         print(f"monitoring overhead: {100 * (off / on - 1):+.2f}% (events on {on:.3f}, off {off:.3f} samples/s)")

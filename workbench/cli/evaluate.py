@@ -91,6 +91,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     print_table(["METRIC", "BASE", "TUNED", "DELTA", ""],
                 [[r["label"], r["base"], r["tuned"], r["delta"], r["verdict"]] for r in metric_table(metrics)])
+    print(f"{2 * metrics['num_examples']} answers (base and tuned) at {metrics['examples_per_s']:.2f} examples/s "
+          f"({'batched' if metrics['batched'] else 'one row at a time'}), {metrics['duration_s']:.0f} s in all")
     for name, path in metrics["files"].items():
         print(f"{name:12} {path}")
     return 0

@@ -17,14 +17,18 @@ from workbench.engine.seq2seq import build_seq2seq_trainer, load_pairs
 from workbench.engine.sft_data import load_split
 
 
-def cpu_has_fast_bf16() -> bool:
-    """AMX or AVX512-BF16: without either, bf16 autocast on the CPU is slower than fp32."""
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo; empty where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            flags = next((line.split() for line in handle if line.startswith("flags")), [])
+            return set(next((line.split() for line in handle if line.startswith("flags")), []))
     except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+        return set()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX or AVX512-BF16: without either, bf16 autocast on the CPU is slower than fp32."""
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 def resolve_precision(config: RunConfig) -> str:
