@@ -98,6 +98,7 @@ def test_eval_cli_json_and_user_errors(lora_run, workspace):
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)
     assert metrics["num_examples"] == 2 and metrics["base"]["perplexity"] > 1
+    assert metrics["batched"] is True and metrics["examples_per_s"] > 0
     assert "progress" not in done.stdout
 
     missing = subprocess.run(command[:5] + ["eval", "--run", lora_run.run_id, "--split", "dev"],

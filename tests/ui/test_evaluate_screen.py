@@ -30,7 +30,8 @@ def fake_results(run, num=3):
     side = {"perplexity": 12.0, "rouge1": 0.2, "rouge2": 0.1, "rougeL": 0.2, "bleu": 5.0, "chrf": 20.0,
             "exact_match": 0.0, "bleu_signature": "tok:char"}
     tuned = {**side, "perplexity": 6.5, "rougeL": 0.6}
-    metrics = {"run_id": run.name, "split": "test", "num_examples": num, "base": side, "tuned": tuned,
+    metrics = {"run_id": run.name, "split": "test", "num_examples": num, "examples_per_s": 1.5, "base": side,
+               "tuned": tuned,
                "delta": {k: tuned[k] - side[k] for k in side if k != "bleu_signature"},
                "files": {"predictions": str(run / "eval" / "predictions.jsonl"),
                          "report_html": str(run / "eval" / "report.html")}}
@@ -87,7 +88,7 @@ async def test_evaluate_shows_progress_then_metrics_and_examples_side_by_side(wo
         await wait_until(pilot, lambda: screen.job is None, what="the eval job to end")
 
         assert not screen.query_one("#progress", ProgressBar).display
-        assert "done: 3 examples" in text(screen, "#status")
+        assert "done: 3 examples, 1.50 examples/s" in text(screen, "#status")
         table = screen.query_one("#metrics", DataTable)
         assert table.row_count == 7
         assert [str(cell) for cell in table.get_row("perplexity")[1:5]] == ["12.000", "6.500", "-5.500", "better"]

@@ -336,7 +336,8 @@ class EvaluateScreen(Screen):
         elif kind == "result" and message.job == "eval":
             metrics = data["metrics"]
             self.show_results(metrics, read_predictions(Path(metrics["files"]["predictions"])))
-            self.set_status(f"done: {metrics['num_examples']} examples · ctrl+o: report path")
+            self.set_status(f"done: {metrics['num_examples']} examples, {metrics['examples_per_s']:.2f} examples/s · "
+                            f"ctrl+o: report path")
         elif kind == "result" and message.job == "export":
             self.set_status(f"exported to {data['out']} ({len(data['files'])} files, {data['bytes'] / 1e6:.1f} MB)")
             sizes = data.get("sizes") or {}
