@@ -1,7 +1,7 @@
 """Benchmark (not a test): eval's scoring and answering, the unbatched path vs the batched one, same run and rows.
 
     .venv/bin/python benchmarks/eval_speed.py --run ID [--workspace DIR] [--split train] [--limit 60]
-        [--max-new-tokens 128] [--repeats 1]
+        [--max-new-tokens 128] [--repeats 1] [--threads N]
 
 One process, one model load (base + the run's adapter, as `eval` loads it); base answers with the adapter
 disabled, tuned answers with it on, for the first --limit rows of the split:
@@ -67,9 +67,13 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=60)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice, one per core)")
     args = parser.parse_args()
 
     import torch
+
+    if args.threads:  # on a machine shared with other jobs, one thread avoids waiting for a descheduled one
+        torch.set_num_threads(args.threads)
 
     from workbench.core.config import load_run_config
     from workbench.core.runs import open_run
@@ -98,6 +102,7 @@ def main() -> int:
         started = time.perf_counter()
         with model.disable_adapter():
             base = phase()
+        print(f"  {path} base answers: {time.perf_counter() - started:.1f} s", flush=True)
         tuned = phase()
         return {"seconds": time.perf_counter() - started, "base": base, "tuned": tuned}
 
