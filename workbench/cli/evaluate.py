@@ -38,6 +38,7 @@ def worker_args(run_id: str, workspace_root: str, split: str, limit: int | None,
 def check_request(workspace, run_id: str, split: str, limit: int | None, max_new_tokens: int):
     """The user mistakes that can be named without loading a model (no torch import)."""
     from workbench.core.config import load_run_config
+    from workbench.core.run_actions import run_actions
     from workbench.core.runs import open_run
     from workbench.engine.evaluate import split_path
 
@@ -47,7 +48,7 @@ def check_request(workspace, run_id: str, split: str, limit: int | None, max_new
     if max_new_tokens < 1:
         raise UserError(f"--max-new-tokens {max_new_tokens}: must be at least 1")
     split_path(load_run_config(run.config_path), split, workspace)
-    run.require_adapter()
+    run_actions(run).require("evaluate")
     return run
 
 

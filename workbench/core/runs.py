@@ -92,11 +92,6 @@ class RunDir:
         """Whether the run's final adapter is there (training saves it last)."""
         return (self.adapter_path / "adapter_config.json").is_file()
 
-    def require_adapter(self) -> None:
-        """For the tools that need the final adapter (evaluate, export): one line saying why not."""
-        if not self.has_adapter:
-            raise UserError(f"run {self.run_id} has no adapter yet ({self.adapter_path}); it is {self.state()}")
-
     @property
     def tensorboard_path(self) -> Path:
         return self.path / "tensorboard"
@@ -249,9 +244,3 @@ def list_runs(workspace: Workspace) -> list[RunDir]:
         return []
     runs = [RunDir(p) for p in workspace.runs.iterdir() if (p / "run.yaml").exists()]
     return sorted(runs, key=lambda r: (r.read_status().get("created") or 0, r.run_id), reverse=True)
-
-
-def delete_run(run: RunDir) -> None:
-    if run.is_active():
-        raise UserError(f"run {run.run_id} is {run.state()}; stop it before deleting")
-    shutil.rmtree(run.path)

@@ -28,6 +28,7 @@ from workbench.core.errors import UserError
 from workbench.core.events import read_events
 from workbench.core.metrics import corpus_scores, scores_per_example
 from workbench.core.report import write_reports
+from workbench.core.run_actions import run_actions
 from workbench.core.runs import RunDir, open_run
 from workbench.core.workspace import Workspace
 from workbench.engine.protocol import emit, run_task
@@ -229,7 +230,7 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict[str, Any]:
     started = time.time()
     config = load_run_config(run.config_path)
-    run.require_adapter()
+    run_actions(run).require("evaluate")
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit}: must be at least 1")
     if max_new_tokens < 1:

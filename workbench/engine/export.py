@@ -46,6 +46,7 @@ from workbench.core.export import (
     serving_markdown,
 )
 from workbench.core.models import resolve_model
+from workbench.core.run_actions import run_actions
 from workbench.core.runs import RunDir, open_run
 from workbench.core.workspace import Workspace
 
@@ -57,7 +58,7 @@ def check_export(run: RunDir, out: Path, fmt: str = "adapter", quant: str | None
                  hub_repo: str | None = None, workspace: Workspace | None = None) -> str:
     """User mistakes found before any model is loaded; returns the quantization (GGUF) or ""."""
     quant = check_format(fmt, quant, ollama)
-    run.require_adapter()
+    run_actions(run).require("export")
     if not (run.adapter_path / "adapter_model.safetensors").exists():
         raise UserError(f"{run.adapter_path}: no adapter_model.safetensors (only safetensors adapters are exported)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -11,7 +11,8 @@ from textual.worker import get_current_worker
 
 from workbench.core.errors import UserError
 from workbench.core.events import read_events
-from workbench.core.runs import FINAL_STATES, RunDir, delete_run, list_runs
+from workbench.core.run_actions import delete_run, run_actions
+from workbench.core.runs import RunDir, list_runs
 from workbench.ui.run_history import format_duration
 from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.footer import KeysFooter
@@ -156,11 +157,11 @@ class RunsScreen(Screen):
         run_id = self.selected_run_id()
         if run_id is None:
             return
-        state = self.summaries[run_id]["state"]
-        if state not in FINAL_STATES:
-            self.notify(f"{run_id} is {state}; stop it before deleting", severity="warning")
-            return
         run = RunDir(self.app.workspace.run_dir(run_id))
+        reason = run_actions(run).why_not("delete")
+        if reason is not None:
+            self.notify(reason, severity="warning")
+            return
 
         def confirmed(yes: bool | None) -> None:
             if not yes:

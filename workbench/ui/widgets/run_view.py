@@ -19,6 +19,7 @@ from textual.worker import get_current_worker
 
 from workbench.core.events import EventTail
 from workbench.core.hub import describe_progress
+from workbench.core.run_actions import run_actions
 from workbench.core.runs import ACTIVE_STATES, RunDir
 from workbench.ui.messages import RunStateChanged, RunUpdated
 from workbench.ui.run_history import RunHistory, Snapshot, elapsed_seconds, format_duration
@@ -170,7 +171,8 @@ class RunView(Vertical):
         yield Static("", id="logs")
 
     def on_mount(self) -> None:
-        self.state = self.run.state()
+        self.actions = run_actions(self.run)
+        self.state = self.actions.state
         self._apply_layout()
         self.run_worker(self._follow, thread=True, exclusive=True, group=f"tail-{self.run.run_id}")
         self.set_interval(1.0, self._tick_clock)
@@ -214,7 +216,7 @@ class RunView(Vertical):
     def _follow(self) -> None:
         worker = get_current_worker()
         tail = EventTail(self.run.events_path)
-        last_state, next_state_check = None, 0.0
+        last_actions, next_state_check = None, 0.0
         while not worker.is_cancelled:
             events = tail.read_new()
             if events:
@@ -222,10 +224,10 @@ class RunView(Vertical):
                 self.post_message(RunUpdated(self.run.run_id))
             now = time.monotonic()
             if now >= next_state_check or any(e.get("type") in ("start", "end") for e in events):
-                state = self.run.state()
-                if state != last_state:
-                    last_state = state
-                    self.post_message(RunStateChanged(self.run.run_id, state))
+                actions = run_actions(self.run)
+                if actions != last_actions:
+                    last_actions = actions
+                    self.post_message(RunStateChanged(actions))
                 next_state_check = now + STATE_POLL_S
             if not events:
                 time.sleep(POLL_S)
@@ -236,7 +238,9 @@ class RunView(Vertical):
 
     def on_run_state_changed(self, message: RunStateChanged) -> None:
         message.stop()
+        self.actions = message.actions
         self.state = message.state
+        self._draw_buttons()  # the rules can change without the state (a checkpoint written)
 
     def watch_state(self) -> None:
         if self.is_mounted:
@@ -308,10 +312,8 @@ class RunView(Vertical):
         return names[turn:] + names[:turn]
 
     def _draw_buttons(self) -> None:
-        active = self.state in ACTIVE_STATES
-        self.query_one("#stop", Button).disabled = not active or self.state == "stopping"
-        self.query_one("#pause", Button).disabled = self.state not in ("running", "starting")
-        self.query_one("#resume", Button).disabled = self.state in ("running", "starting", "stopping", "completed")
+        for action in ("stop", "pause", "resume"):
+            self.query_one(f"#{action}", Button).disabled = not self.actions.allows(action)
 
     def _draw_progress(self, snap: Snapshot) -> None:
         start, step = snap.start, snap.last_step
