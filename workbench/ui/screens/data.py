@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rich.cells import cell_len
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -27,6 +27,7 @@ from workbench.core.models import DEFAULT_MODEL
 from workbench.ui.jobs import JobClient, start_job
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
+from workbench.ui.workers import thread_worker
 
 if TYPE_CHECKING:
     from workbench.core.data import Prepared
@@ -221,7 +222,7 @@ class DataScreen(Screen):
         status.set_class(error, "error")
 
     # -- loading -------------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="load")
+    @thread_worker("preparing the demo dataset", group="load", exclusive=True)
     def open_demo(self) -> None:
         """The first five minutes: the bundled demo, already split into the workspace, is what is shown."""
         from workbench.core.data.demo import DEMO_FILE, ensure_demo_dataset
@@ -260,7 +261,7 @@ class DataScreen(Screen):
                    self.query_one("#text-split", Input).value.strip() or "paragraphs",
                    self.query_one("#model", Input).value.strip(), self.query_one("#max-length", Input).value)
 
-    @work(thread=True, exclusive=True, group="load")
+    @thread_worker("loading the dataset", group="load", exclusive=True)
     def _load(self, path: str, mapping: str, system: str, stratify: str | None, text_mode: str, model: str,
               max_length: str) -> None:
         from workbench.core.data import TextSplit, load_chat_tokenizer, parse_mapping, prepare, window_split
@@ -358,7 +359,7 @@ class DataScreen(Screen):
         self.query_one("#stats", Static).update(f"measuring with {spec} …")
         self._measure(self.prepared, spec, max_length, convert)
 
-    @work(thread=True, exclusive=True, group="stats")
+    @thread_worker("measuring token lengths", group="stats", exclusive=True)
     def _measure(self, prepared: Prepared, spec: str, max_length: int, convert: bool) -> None:
         from workbench.core.data import NeedsConversion, load_chat_tokenizer, token_statistics
 
@@ -400,7 +401,7 @@ class DataScreen(Screen):
         self.query_one("#stats", Static).update(f"{spec}: converting the model once for its tokenizer …")
         self._run_conversion(spec)
 
-    @work(thread=True, exclusive=True, group="convert")
+    @thread_worker("converting the model for its tokenizer", group="convert", exclusive=True)
     def _run_conversion(self, spec: str) -> None:
         self.converter = client = self.converter_factory(spec, self.app.workspace.root)
         failed = None
@@ -443,7 +444,7 @@ class DataScreen(Screen):
         self._split(self.prepared, self.query_one("#mapping", Input).value, out, ratios, seed, augment,
                     values["stratify"] or None)
 
-    @work(thread=True, exclusive=True, group="split")
+    @thread_worker("splitting the dataset", group="split", exclusive=True)
     def _split(self, prepared: Prepared, mapping: str, out: Path, ratios, seed: int, augment: int,
                stratify: str | None) -> None:
         from workbench.core.data import parse_mapping, prepare, split_dataset

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -26,6 +26,7 @@ from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
 
+from workbench.ui.workers import thread_worker
 SPLITS = ("test", "val", "train")
 RUNS_POLL_S = 2.0
 # Overall progress: each phase computes perplexity, then generates.
@@ -315,7 +316,7 @@ class EvaluateScreen(Screen):
         self.client = self.job_factory(module, args, log_path)
         self._read_messages(job, self.client)
 
-    @work(thread=True, group="evaluate-jobs")
+    @thread_worker("reading the eval worker", group="evaluate-jobs")
     def _read_messages(self, job: str, client: JobClient) -> None:
         forward_job_messages(self, job, client)
 

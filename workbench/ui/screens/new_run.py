@@ -27,6 +27,7 @@ from workbench.core.presets import list_presets
 from workbench.ui.gpus import detect_gpus_in_background
 from workbench.ui.themes import read_settings, remember
 from workbench.ui.widgets.footer import KeysFooter
+from workbench.ui.workers import WorkFailed, thread_worker
 
 REVIEW_DELAY_S = 0.3
 STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
@@ -295,23 +296,22 @@ class NewRunScreen(Screen):
         self.query_one("#start", Button).disabled = True
         self.query_one("#form-error", Static).update("starting the trainer...")
         run_id = self.form_values()["run_id"]
-        self.run_worker(lambda: self._launch(config, run_id), thread=True, group="launch")
+        self._launch(config, run_id)
 
+    @thread_worker("starting the trainer", group="launch")
     def _launch(self, config, run_id: str | None) -> None:
         from workbench.core.launcher import launch
 
-        try:
-            run = create_run(self.app.workspace, config, run_id)
-            launch(run)
-        except UserError as problem:
-            self.app.call_from_thread(self._failed, str(problem))
-            return
+        run = create_run(self.app.workspace, config, run_id)
+        launch(run)
         self.app.call_from_thread(self._started, run.run_id)
 
-    def _failed(self, message: str) -> None:
+    def on_work_failed(self, message: WorkFailed) -> None:
+        """A refused or failed launch is shown under the form, which can be sent again."""
+        message.stop()
         self.starting = False
         self.query_one("#start", Button).disabled = False
-        self.query_one("#form-error", Static).update(message)
+        self.query_one("#form-error", Static).update(message.text)
 
     def _started(self, run_id: str) -> None:
         remember(self.app.workspace, LAST_PRESET, self.form_values()["preset"])

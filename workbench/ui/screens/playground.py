@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, cast
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
@@ -33,6 +33,7 @@ from workbench.core.generation import (
 from workbench.core.models import DEFAULT_MODEL
 from workbench.ui.jobs import JobClient, start_job
 from workbench.ui.widgets.footer import KeysFooter
+from workbench.ui.workers import thread_worker
 
 NONE = "none"  # the second pane's "no comparison"
 PANES = ("left", "right")
@@ -512,7 +513,7 @@ class PlaygroundScreen(Screen):
         self.set_status(status, error=error)
 
     # -- the reader thread ------------------------------------------------------------------------
-    @work(thread=True, group="playground-worker")
+    @thread_worker("reading the generation worker", group="playground-worker")
     def _read_messages(self, client: GenerationClient) -> None:
         for raw in client.messages():
             message = to_message(raw)

@@ -17,6 +17,7 @@ from workbench.ui.run_history import format_duration
 from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
+from workbench.ui.workers import thread_worker
 
 # The numbers before the names: at 80 columns a long run id leaves room up to the duration; the model and
 # preset, cut there, are in the detail line of the highlighted run.
@@ -93,8 +94,9 @@ class RunsScreen(Screen):
         self.action_refresh()
 
     def action_refresh(self) -> None:
-        self.run_worker(self._load, thread=True, exclusive=True, group="runs")
+        self._load()
 
+    @thread_worker("loading the runs", group="runs", exclusive=True)
     def _load(self) -> None:
         worker = get_current_worker()
         summaries = [run.summary() for run in list_runs(self.app.workspace)]
@@ -208,8 +210,9 @@ class CompareScreen(ModalScreen[None]):
             yield MetricChart("loss", id="compare-chart")
 
     def on_mount(self) -> None:
-        self.run_worker(self._load, thread=True, exclusive=True, group="compare")
+        self._load()
 
+    @thread_worker("reading both runs' events", group="compare", exclusive=True)
     def _load(self) -> None:
         """Thread worker: read both runs' events.jsonl off the event loop."""
         lines = {}

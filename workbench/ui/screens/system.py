@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -27,6 +27,7 @@ from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
 
+from workbench.ui.workers import thread_worker
 
 class SystemScreen(Screen):
     DEFAULT_CSS = """
@@ -205,7 +206,7 @@ class SystemScreen(Screen):
                                        self.logs / "inspect-model.log")
         self._read_messages("inspect", self.client)
 
-    @work(thread=True, group="system-jobs")
+    @thread_worker("reading the doctor worker", group="system-jobs")
     def _read_messages(self, job: str, client: JobClient) -> None:
         forward_job_messages(self, job, client)
 

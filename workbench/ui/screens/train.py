@@ -15,6 +15,7 @@ from workbench.core.runs import ACTIVE_STATES, RunDir, list_runs, open_run
 from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
+from workbench.ui.workers import thread_worker
 
 
 class TrainScreen(Screen):
@@ -96,8 +97,9 @@ class TrainScreen(Screen):
         )
 
     def load_active_runs(self) -> None:
-        self.run_worker(self._find_active_runs, thread=True, exclusive=True, group="active-runs")
+        self._find_active_runs()
 
+    @thread_worker("finding the runs in progress", group="active-runs", exclusive=True)
     def _find_active_runs(self) -> None:
         worker = get_current_worker()
         rows = []
@@ -189,8 +191,9 @@ class TrainScreen(Screen):
             run.request(action)
             self.notify(f"{action} requested for {run.run_id}")
             return
-        self.run_worker(lambda: self._relaunch(run), thread=True, group="relaunch")
+        self._relaunch(run)
 
+    @thread_worker("restarting the run", group="relaunch")
     def _relaunch(self, run: RunDir) -> None:
         from workbench.core.launcher import relaunch
 

@@ -24,6 +24,7 @@ from workbench.core.runs import ACTIVE_STATES, RunDir
 from workbench.ui.messages import RunStateChanged, RunUpdated
 from workbench.ui.run_history import RunHistory, Snapshot, elapsed_seconds, format_duration
 from workbench.ui.widgets.charts import MetricChart
+from workbench.ui.workers import thread_worker
 
 MAX_REDRAWS_PER_S = 4
 FLOOD_EVENTS_PER_S = 20
@@ -174,7 +175,7 @@ class RunView(Vertical):
         self.actions = run_actions(self.run)
         self.state = self.actions.state
         self._apply_layout()
-        self.run_worker(self._follow, thread=True, exclusive=True, group=f"tail-{self.run.run_id}")
+        self._follow()
         self.set_interval(1.0, self._tick_clock)
         self.redraw()
 
@@ -213,6 +214,7 @@ class RunView(Vertical):
         return self.zoomed or "grid"
 
     # -- following the file (worker thread) -----------------------------------------------------
+    @thread_worker("following the run's events", group="tail", exclusive=True)
     def _follow(self) -> None:
         worker = get_current_worker()
         tail = EventTail(self.run.events_path)

@@ -1,0 +1,106 @@
+"""No worker failure ends the TUI: a failure is injected into every kind of thread worker the screens start
+(found in the source, so a new worker is covered or this test fails), and each must come back as a message
+on screen while the app keeps running."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from fake_trainer import make_run, write_history
+from tui_helpers import wait_until
+from workbench.ui import gpus, workers
+from workbench.ui.app import SCREENS, WorkbenchApp
+from workbench.ui.screens.runs import CompareScreen
+from workbench.ui.widgets.charts import MetricChart
+
+UI_SOURCE = Path(workers.__file__).parent
+DESCRIPTION = re.compile(r'(?:thread_worker\(|run_in_thread\(\w+, \w+, )\s*"([^"]+)"')
+LAUNCH = "starting the trainer"  # the New-run form shows its failure under the form, not as a notification
+
+# Workers started by a key, a file or a child process in real use, started here directly: the injected
+# failure happens before the work runs, so their arguments are never read.
+STARTED_BY_HAND = {
+    "data": [("open_demo", ()), ("_load", ("x", "", "", None, "paragraphs", "", "")),
+             ("_measure", (None, "", 1, False)), ("_run_conversion", ("x",)),
+             ("_split", (None, "", Path("x"), None, 1, 1, None))],
+    "train": [("_find_active_runs", ()), ("_relaunch", (None,))],
+    "runs": [("_load", ())],
+    "playground": [("_read_messages", (None,))],
+    "evaluate": [("_read_messages", ("eval", None))],
+    "system": [("_read_messages", ("doctor", None))],
+    "models": [("_load", ()), ("_follow_pull", (None,)), ("_remove", (None,))],
+}
+
+
+def worker_kinds() -> set[str]:
+    return {match for path in UI_SOURCE.rglob("*.py") for match in DESCRIPTION.findall(path.read_text("utf-8"))}
+
+
+class RecordingApp(WorkbenchApp):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.notified: list[str] = []
+
+    def notify(self, message, *args, **kwargs) -> None:
+        self.notified.append(str(message))
+        super().notify(message, *args, **kwargs)
+
+
+@pytest.fixture
+def injected(monkeypatch) -> list[str]:
+    """Every worker started through ui.workers raises at once; returns the descriptions of those started."""
+    started: list[str] = []
+    real = workers.run_in_thread
+
+    def failing(node, work, description, **options):
+        def fail():
+            raise RuntimeError(f"injected into {description}")
+
+        started.append(description)
+        return real(node, fail, description, **options)
+
+    monkeypatch.setattr(workers, "run_in_thread", failing)
+    monkeypatch.setattr(gpus, "run_in_thread", failing)
+    return started
+
+
+def test_the_source_names_every_worker_kind():
+    kinds = worker_kinds()
+    assert len(kinds) >= 15 and LAUNCH in kinds and "detecting GPUs" in kinds
+
+
+async def test_no_injected_worker_failure_ends_the_app(workspace, injected):
+    run = make_run(workspace, "run-x")
+    write_history(run, 5, total=10, status="stopped")
+    app = RecordingApp(workspace, initial_mode="runs")
+
+    def failed(description: str) -> bool:
+        return any(text.startswith(f"{description} failed: RuntimeError: injected") for text in app.notified)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        for mode, starts in STARTED_BY_HAND.items():
+            app.switch_mode(mode)
+            await wait_until(pilot, lambda: type(app.screen).__name__ == SCREENS[mode][1], what=f"the {mode} screen")
+            for method, args in starts:
+                getattr(app.screen, method)(*args)
+            await wait_until(pilot, lambda: all(failed(d) for d in injected if d != LAUNCH), what=f"{mode}'s failures")
+        app.switch_mode("presets")  # detects GPUs on mount
+        app.push_screen(CompareScreen([run, run]))
+        await wait_until(pilot, lambda: failed("reading both runs' events"), what="the comparison's failure")
+        app.pop_screen()
+        app.show_run(run.run_id)  # the live view follows the run's events...
+        await wait_until(pilot, lambda: app.screen.query(MetricChart), what="the live view")
+        app.screen.query(MetricChart).first()._build_in_thread((0,), None)  # ...and draws charts in threads
+        app.start_new_run()
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NewRunScreen" and app.screen.query("#form-error"),
+                         what="the New-run form")
+        form = app.screen
+        form.starting = True  # as action_start leaves it
+        form._launch(None, None)
+        await wait_until(pilot, lambda: not form.starting, what="the form to take the launch failure")  # sent again
+        await wait_until(pilot, lambda: all(failed(d) for d in injected if d != LAUNCH), what="every failure")
+        assert app.is_running and app.return_code is None
+        assert set(injected) == worker_kinds()  # every kind of worker was made to fail
