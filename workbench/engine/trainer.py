@@ -17,11 +17,6 @@ from pathlib import Path
 
 from workbench.core.runs import RunDir
 
-OOM_HINT = ("out of memory: lower training.per_device_train_batch_size (raise gradient_accumulation_steps to keep "
-            "the effective batch), set training.gradient_checkpointing=true, use a qlora preset, or lower "
-            "training.max_length")
-
-
 def _announce(run: RunDir, parent: bool) -> None:
     """Record our pid before any heavy import, so the launcher and the UI see a live trainer at once.
     Under `accelerate launch` that is the launcher's pid (our parent), which outlives every rank."""
