@@ -111,9 +111,9 @@ def build_causal_trainer(config: RunConfig, model, tokenizer, args, train, evalu
     from trl import SFTTrainer
 
     padding_free = config.training.padding_free and model_masks_packed_sequences(model)
-    per_example_attention = padding_free and use_per_example_attention(model)
+    per_example_attention = padding_free and use_per_example_attention(model, log)
     # A per-shape compiler would recompile for every count of labelled positions.
-    compact_head = not config.training.torch_compile and score_labelled_positions_only()
+    compact_head = not config.training.torch_compile and score_labelled_positions_only(log)
     trainer = SFTTrainer(
         model=model,
         args=args,
