@@ -17,7 +17,7 @@ from textual.reactive import reactive
 from textual.widgets import Button, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from workbench.core.events import EventTail
+from workbench.core.events import EndEvent, EventTail, StartEvent
 from workbench.core.hub import describe_progress
 from workbench.core.run_actions import run_actions
 from workbench.core.runs import ACTIVE_STATES, RunDir
@@ -220,12 +220,12 @@ class RunView(Vertical):
         tail = EventTail(self.run.events_path)
         last_actions, next_state_check = None, 0.0
         while not worker.is_cancelled:
-            events = tail.read_new()
+            events = tail.read_new_events()
             if events:
                 self.history.apply(events)
                 self.post_message(RunUpdated(self.run.run_id))
             now = time.monotonic()
-            if now >= next_state_check or any(e.get("type") in ("start", "end") for e in events):
+            if now >= next_state_check or any(isinstance(e, (StartEvent, EndEvent)) for e in events):
                 actions = run_actions(self.run)
                 if actions != last_actions:
                     last_actions = actions
@@ -319,36 +319,36 @@ class RunView(Vertical):
 
     def _draw_progress(self, snap: Snapshot) -> None:
         start, step = snap.start, snap.last_step
-        model = start.get("model") or "?"
-        method = start.get("method") or ""
+        model = start.model or "?"
+        method = start.method or ""
         # The state first: a long run id or model name is cut at the right, never the state.
         self._show_text("#run-title", f"{self.state} · {self.run.run_id} · {model} {method}")
-        total = step.get("total_steps") or start.get("total_steps")
-        done = step.get("step") or 0
+        total = step.total_steps or start.total_steps
+        done = step.step or 0
         live = self.state in ACTIVE_STATES
         bar = self.query_one("#progress", ProgressBar)
         if live and snap.download:  # the model is still downloading: its bytes, not steps
-            bar.update(total=snap.download.get("bytes_total") or None, progress=snap.download.get("bytes_done") or 0)
-            self._show_text("#progress-text", describe_progress(snap.download))
+            bar.update(total=snap.download.bytes_total or None, progress=snap.download.bytes_done or 0)
+            self._show_text("#progress-text", describe_progress(snap.download.to_dict()))
             return
         # An unknown total animates the bar: only while the run can still make progress.
         bar.update(total=total or (None if live else 1), progress=done)
         parts = [f"step {done}/{total or '?'}"]
         if live:
-            parts.append(f"ETA {format_duration(step.get('eta_s'))}")  # before the rest: cut last at 80 columns
-        parts += [f"elapsed {format_duration(elapsed_seconds(snap, live))}", f"epoch {_num(step.get('epoch'), '.2f')}"]
+            parts.append(f"ETA {format_duration(step.eta_s)}")  # before the rest: cut last at 80 columns
+        parts += [f"elapsed {format_duration(elapsed_seconds(snap, live))}", f"epoch {_num(step.epoch, '.2f')}"]
         self._show_text("#progress-text", "  ".join(parts))
         training = [
-            f"loss {_num(step.get('loss'), '.4f')}",
-            f"eval {_num(snap.last_eval.get('eval_loss'), '.4f')}",
-            f"grad {_num(step.get('grad_norm'), '.3f')}",
-            f"lr {_num(step.get('lr'), '.2e')}",
-            f"tok/s {_num(step.get('tokens_per_s'), '.0f')}",
+            f"loss {_num(step.loss, '.4f')}",
+            f"eval {_num(snap.last_eval.eval_loss, '.4f')}",
+            f"grad {_num(step.grad_norm, '.3f')}",
+            f"lr {_num(step.lr, '.2e')}",
+            f"tok/s {_num(step.tokens_per_s, '.0f')}",
         ]
         memory = [
-            f"VRAM {_gb(step.get('vram_allocated_mb'))}/{_gb(step.get('vram_reserved_mb'))}/"
-            f"{_gb(step.get('vram_peak_mb'))} GB (alloc/reserved/peak)",
-            f"RAM {_gb(step.get('ram_mb'))} GB",
+            f"VRAM {_gb(step.vram_allocated_mb)}/{_gb(step.vram_reserved_mb)}/"
+            f"{_gb(step.vram_peak_mb)} GB (alloc/reserved/peak)",
+            f"RAM {_gb(step.ram_mb)} GB",
         ]
         # Compact: one line each, so a group never wraps in the middle (RAM 2.89 on a line of its own).
         self._show_text("#numbers", ("\n" if self.compact else "  ").join(["  ".join(training), "  ".join(memory)]))
@@ -358,8 +358,8 @@ class RunView(Vertical):
         self.set_class(bool(error) and self.state == "failed" and not self.charts_over_error, "-error-panel")
 
     def _error_text(self, snap: Snapshot) -> str | None:
-        if snap.end and snap.end.get("status") == "failed" or self.state == "failed":
-            error = (snap.end or {}).get("error") or self.run.read_status().get("error")
+        if snap.end and snap.end.status == "failed" or self.state == "failed":
+            error = (snap.end.error if snap.end else None) or self.run.read_status().get("error")
             text = f"failed: {error or 'no error message'}"
             if self.charts_over_error:
                 return text
@@ -373,8 +373,7 @@ class RunView(Vertical):
     def _draw_logs(self, snap: Snapshot) -> None:
         lines = []
         for entry in snap.logs[-self.log_lines:]:
-            level = entry.get("level") or "info"
-            style = {"error": "bold red", "warning": "yellow"}.get(level)
-            message = str(entry.get("message")).replace("[", r"\[")
+            style = {"error": "bold red", "warning": "yellow"}.get(entry.level)
+            message = str(entry.message).replace("[", r"\[")
             lines.append(f"[{style}]{message}[/]" if style else message)
         self._show_text("#logs", "\n".join(lines))
