@@ -1,4 +1,4 @@
-"""events.jsonl: the only thing the live view reads (DESIGN.md "Event schema").
+"""events.jsonl: the only thing the live view reads (docs/DESIGN.md "Event schema").
 
 The trainer appends one JSON object per line and flushes it; readers tail the file by byte offset and
 only consume complete lines, so a half-written line at the end is never parsed.

@@ -1,4 +1,4 @@
-"""Run directories (DESIGN.md "The run directory"): status, control requests, listing.
+"""Run directories (docs/DESIGN.md "The run directory"): status, control requests, listing.
 
 The trainer owns status.json while it lives; anyone may write control.json to ask it to stop, pause or
 resume. A run whose status says running but whose pid is gone (kill -9, OOM killer, reboot) is reported

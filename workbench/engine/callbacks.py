@@ -1,4 +1,4 @@
-"""TrainerCallbacks that turn the HF training loop into DESIGN.md events and honour control requests."""
+"""TrainerCallbacks that turn the HF training loop into docs/DESIGN.md events and honour control requests."""
 
 from __future__ import annotations
 

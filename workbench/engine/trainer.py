@@ -1,7 +1,7 @@
 """The trainer subprocess: `python -m workbench.engine.trainer RUN_DIR [--resume-from CHECKPOINT]`.
 
 It reads run.yaml, trains with TRL's SFTTrainer + PEFT, and reports only through the run directory:
-events.jsonl (DESIGN.md schema), status.json, checkpoints/, adapter/, tensorboard/. The UI and the CLI
+events.jsonl (docs/DESIGN.md schema), status.json, checkpoints/, adapter/, tensorboard/. The UI and the CLI
 share files with it, never objects. Control requests (stop, pause, resume) arrive in control.json and
 are honoured at the end of each optimizer step; SIGTERM/SIGINT mean stop.
 """

@@ -1,4 +1,4 @@
-"""What the live view knows about a run, folded from its events.jsonl (DESIGN.md "Event schema").
+"""What the live view knows about a run, folded from its events.jsonl (docs/DESIGN.md "Event schema").
 
 The tail worker thread applies events; the UI thread takes snapshots. Both go through one lock, and
 every series is a bounded deque so a run of a million steps cannot grow the TUI's memory without limit.
