@@ -104,3 +104,18 @@ async def test_no_injected_worker_failure_ends_the_app(workspace, injected):
         await wait_until(pilot, lambda: all(failed(d) for d in injected if d != LAUNCH), what="every failure")
         assert app.is_running and app.return_code is None
         assert set(injected) == worker_kinds()  # every kind of worker was made to fail
+
+
+async def test_a_refused_restart_is_a_warning_not_the_end_of_the_app(workspace):
+    """The case that used to end the TUI: the run changed between the confirm dialog and the relaunch worker,
+    so core.launcher.relaunch raises a UserError in the worker."""
+    run = make_run(workspace, "run-done")
+    write_history(run, 5, total=5, status="completed")
+    app = RecordingApp(workspace, initial_mode="train")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.show_run(run.run_id)
+        await wait_until(pilot, lambda: app.screen.query(MetricChart), what="the live view")
+        app.screen._relaunch(run)
+        await wait_until(pilot, lambda: "run run-done already completed; start a new run to train further"
+                         in app.notified, what="the refusal")
+        assert app.is_running and not (run.path / "control.json").exists()
