@@ -39,14 +39,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from workbench.cli import workspace_of
     from workbench.cli.train import follow_run
     from workbench.core.errors import UserError
-    from workbench.core.feedback_train import DEFAULT_REPLAY_SHARE, create_feedback_run
-    from workbench.core.launcher import launch
+    from workbench.core.feedback_train import DEFAULT_REPLAY_SHARE, start_feedback_run
 
     if args.max_steps is not None and args.max_steps < 1:
         raise UserError(f"--max-steps {args.max_steps}: must be at least 1")
     share = DEFAULT_REPLAY_SHARE if args.replay is None else args.replay
-    run = create_feedback_run(workspace_of(args), args.run, share, args.max_steps, args.overrides, args.run_id)
-    launch(run)
+    run = start_feedback_run(workspace_of(args), args.run, share, args.max_steps, args.overrides, args.run_id)
     parent = run.summary()
     if args.detach:
         if args.json:

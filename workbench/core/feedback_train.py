@@ -142,6 +142,17 @@ def create_feedback_run(workspace: Workspace, run_id: str, replay_share: float =
         raise
 
 
+def start_feedback_run(workspace: Workspace, run_id: str, replay_share: float = DEFAULT_REPLAY_SHARE,
+                       max_steps: int | None = None, overrides: list[str] | None = None,
+                       child_id: str | None = None) -> RunDir:
+    """create_feedback_run, then the detached trainer (the CLI, the Playground's dialog and auto-train)."""
+    from workbench.core.launcher import launch
+
+    run = create_feedback_run(workspace, run_id, replay_share, max_steps, overrides, child_id)
+    launch(run)
+    return run
+
+
 # -- auto-train ---------------------------------------------------------------------------------------
 
 def auto_train_after(workspace: Workspace) -> int | None:

@@ -1,0 +1,132 @@
+"""The Playground's blind A/B mode and its train-on-feedback dialog, with the stubbed generation worker: sides
+drawn from a seed (both orders come up), names hidden until the vote, the tally and preference rows, the
+tally again after a restart."""
+
+from __future__ import annotations
+
+import json
+
+from textual.app import App
+
+from test_playground_screen import FakeWorker, make_run, status_text
+from tui_helpers import wait_until
+from workbench.core.blind_ab import pair_tally, preferences_path, votes_path
+from workbench.core.feedback import append_feedback, feedback_row
+from workbench.ui.screens.feedback_train import FeedbackTrainScreen
+from workbench.ui.screens.playground import AnswerPane, PlaygroundScreen, VoteScreen
+
+SEED = 3
+VOTES = ["a", "b", "t", "x", "a"]
+
+
+class BlindApp(App):
+    def __init__(self, workspace, worker):
+        super().__init__()
+        self.workspace, self.worker = workspace, worker
+
+    def on_mount(self):
+        self.push_screen(PlaygroundScreen(client_factory=lambda workspace: self.worker, side_seed=SEED))
+
+
+def pane_titles(screen) -> list[str]:
+    return [str(screen.query_one(f"#pane-{pane}", AnswerPane).border_title) for pane in ("left", "right")]
+
+
+async def test_blind_rounds_hide_names_until_the_vote_and_the_tally_survives_a_restart(workspace):
+    make_run(workspace, "run-b", "org/base-model")
+    worker = FakeWorker()
+    app = BlindApp(workspace, worker)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await pilot.press("ctrl+b")
+        assert screen.blind and str(screen.query_one("#label-left").render()) == "1"
+        assert "ctrl+r shows the answers as A and B" in status_text(screen)
+        screen.query_one("#prompt").focus()
+        await pilot.press(*"환급은 언제?")
+        orders = []
+        for round_number, vote in enumerate(VOTES, start=1):
+            if round_number > 1:
+                screen.query_one("#prompt").focus()
+            await pilot.press("ctrl+r")
+            await wait_until(pilot, lambda: isinstance(app.screen, VoteScreen), what=f"the vote of round {round_number}")
+            generate = worker.of_type("generate")[-1]
+            a, b = (pane["adapter"] for pane in generate["panes"])
+            orders.append((a, b))
+            # before the vote: the panes are A and B, nothing on screen names the model behind either
+            assert pane_titles(screen) == ["A", "B"]
+            assert a not in status_text(screen) and "was" not in status_text(screen)
+            if round_number == 1:  # decide later, then come back with v
+                await pilot.press("escape")
+                await wait_until(pilot, lambda: app.screen is screen, what="the vote put off")
+                assert pane_titles(screen) == ["A", "B"] and "no vote yet" in status_text(screen)
+                await pilot.press("v")
+                await wait_until(pilot, lambda: isinstance(app.screen, VoteScreen), what="the vote again")
+            await pilot.press(vote)
+            await wait_until(pilot, lambda: app.screen is screen, what="the vote recorded")
+            assert pane_titles(screen) == [f"A · {a}", f"B · {b}"]
+            assert f"A was {a}, B was {b}" in status_text(screen)
+        assert set(orders) == {("run-b", "base"), ("base", "run-b")}  # seeded, and both orders came up
+        tally = pair_tally(workspace, "run-b", "base")
+        assert tally.describe() in status_text(screen)
+
+    expected = {"base": 0, "run-b": 0}
+    preferences = []
+    for (a, b), vote in zip(orders, VOTES):
+        if vote in ("a", "b"):
+            winner, loser = (a, b) if vote == "a" else (b, a)
+            expected[winner] += 1
+            preferences.append({"chosen": f"answer of {winner}", "rejected": f"answer of {loser}",
+                                "chosen_model": winner, "rejected_model": loser})
+    assert (tally.first_wins, tally.second_wins, tally.ties, tally.both_bad) == (expected["base"], expected["run-b"], 1, 1)
+    written = [json.loads(line) for line in preferences_path(workspace).read_text().splitlines()]
+    assert [{key: row[key] for key in preferences[0]} for row in written] == preferences
+    assert all(row["prompt"] == "환급은 언제?" and row["base_model"] == "org/base-model" for row in written)
+    assert len(votes_path(workspace).read_text().splitlines()) == len(VOTES)
+
+    app = BlindApp(workspace, FakeWorker())  # a new TUI reads the same tally
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+b")
+        assert tally.describe() in status_text(app.screen)
+
+
+async def test_blind_mode_needs_two_different_models(workspace):
+    worker = FakeWorker()
+    app = BlindApp(workspace, worker)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await pilot.press("ctrl+b")  # no runs: base against nothing
+        assert "two different models" in status_text(screen)
+        screen.query_one("#prompt").focus()
+        await pilot.press(*"hi", "ctrl+r")
+        await pilot.pause()
+        assert "two different models" in status_text(screen) and worker.sent == []
+
+
+async def test_train_on_feedback_dialog_shows_the_mix_and_refuses_a_bad_share(workspace):
+    make_run(workspace, "run-b", "org/base-model")
+    run_yaml = workspace.run_dir("run-b") / "run.yaml"
+    data = workspace.datasets / "d"
+    data.mkdir(parents=True)
+    (data / "train.jsonl").write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                         {"role": "assistant", "content": "a"}]}) + "\n"
+                                              for i in range(40)))
+    run_yaml.write_text(run_yaml.read_text().replace("path: null", f"path: {data}"))
+    for i in range(6):
+        append_feedback(workspace, feedback_row(f"q {i}", "좋은 답", "good"))
+    app = BlindApp(workspace, FakeWorker())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+f")
+        await wait_until(pilot, lambda: isinstance(app.screen, FeedbackTrainScreen), what="the dialog")
+        dialog = app.screen
+        text = lambda widget: str(dialog.query_one(widget).render())  # noqa: E731
+        assert "run-b" in text("#fb-summary") and "6 feedback rows" in text("#fb-summary")
+        assert "6 feedback + 6 replayed = 12" in text("#fb-plan")  # the default share: 50 %
+        dialog.query_one("#replay").value = "75"
+        await pilot.pause()
+        assert "6 feedback + 18 replayed = 24" in text("#fb-plan")
+        dialog.query_one("#replay").value = "100"
+        await pilot.pause()
+        assert "below 1" in text("#fb-error")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is dialog and not list(workspace.runs.glob("feedback-*"))
