@@ -58,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from workbench.cli import workspace_of
-    from workbench.core.blind_ab import read_tally, votes_path
+    from workbench.core.blind_ab import TALLY_NOTE, PairTally, read_tally, votes_path
 
     workspace = workspace_of(args)
     tallies = read_tally(workspace)
@@ -68,16 +68,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if not tallies:
         print(f"no blind A/B votes yet ({votes_path(workspace)}); vote in the Playground's blind mode")
         return 0
-
-    def percent(value):
-        return f"{value:.0%}" if value is not None else "-"
-
-    rows = []
-    for t in tallies:
-        low, high = t.interval or (None, None)
-        rows.append([t.first, t.second, t.votes, t.first_wins, t.second_wins, t.ties, t.both_bad,
-                     percent(t.win_rate), f"{percent(low)}-{percent(high)}" if low is not None else "-"])
-    print_table(["FIRST", "SECOND", "VOTES", "FIRST WINS", "SECOND WINS", "TIES", "BOTH BAD", "WIN RATE",
-                 "95% CI"], rows)
-    print("win rate: the first model's share of decisive votes; 95% CI: Wilson score interval")
+    print_table([header.upper() for header in PairTally.TABLE_HEADERS], [t.table_row() for t in tallies])
+    print(TALLY_NOTE)
     return 0

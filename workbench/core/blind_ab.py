@@ -27,6 +27,7 @@ OUTCOMES = ("a", "b", "tie", "both_bad")
 VOTES_FILE = "votes.jsonl"
 PREFERENCES_FILE = "preferences.jsonl"
 Z_95 = 1.959963984540054  # the standard normal quantile at 0.975
+TALLY_NOTE = "win rate: the first model's share of decisive votes; 95% CI: Wilson score interval"
 
 
 def votes_path(workspace: Workspace) -> Path:
@@ -125,6 +126,15 @@ class PairTally:
                 "second_wins": self.second_wins, "ties": self.ties, "both_bad": self.both_bad, "votes": self.votes,
                 "win_rate": self.win_rate, "ci95_low": interval[0] if interval else None,
                 "ci95_high": interval[1] if interval else None, "interval": "wilson"}
+
+    TABLE_HEADERS = ("first", "second", "votes", "W-L", "ties", "both bad", "win rate", "95% CI")
+
+    def table_row(self) -> tuple[str, ...]:
+        """The cells under TABLE_HEADERS (`feedback stats`, the Runs screen's votes)."""
+        interval = self.interval
+        return (self.first, self.second, str(self.votes), f"{self.first_wins}-{self.second_wins}", str(self.ties),
+                str(self.both_bad), f"{self.win_rate:.0%}" if self.win_rate is not None else "-",
+                f"{interval[0]:.0%}-{interval[1]:.0%}" if interval else "-")
 
     def describe(self) -> str:
         """`run-b vs base: 3-1, 2 ties, 0 both bad; run-b wins 75% (95% CI 30-95%), 6 votes`."""
