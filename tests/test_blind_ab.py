@@ -10,6 +10,7 @@ from workbench.cli import main
 from workbench.core.blind_ab import (
     Round,
     SideDraw,
+    pair_tally,
     preferences_path,
     read_tally,
     record_vote,
@@ -72,6 +73,9 @@ def test_votes_tally_per_pair_in_either_order_and_decisive_votes_become_preferen
     with pytest.raises(UserError, match="vote must be one of"):
         record_vote(workspace, _round("run-b", "base"), "c")
     assert tally([{"a": "x", "b": "x", "outcome": "a"}, {"junk": 1}]) == []
+    mine = pair_tally(workspace, "run-b", "base")  # the same pair, seen from run-b
+    assert (mine.first, mine.first_wins, mine.second_wins, mine.win_rate) == ("run-b", 2, 1, pytest.approx(2 / 3))
+    assert pair_tally(workspace, "base", "run-b") == pair
 
 
 def test_feedback_stats_cli(workspace, capsys):

@@ -40,7 +40,7 @@ async def test_blind_rounds_hide_names_until_the_vote_and_the_tally_survives_a_r
         screen = app.screen
         await pilot.press("ctrl+b")
         assert screen.blind and str(screen.query_one("#label-left").render()) == "1"
-        assert "ctrl+r shows the answers as A and B" in status_text(screen)
+        assert "answers as A and B in random order" in status_text(screen)
         screen.query_one("#prompt").focus()
         await pilot.press(*"환급은 언제?")
         orders = []
@@ -77,7 +77,8 @@ async def test_blind_rounds_hide_names_until_the_vote_and_the_tally_survives_a_r
             expected[winner] += 1
             preferences.append({"chosen": f"answer of {winner}", "rejected": f"answer of {loser}",
                                 "chosen_model": winner, "rejected_model": loser})
-    assert (tally.first_wins, tally.second_wins, tally.ties, tally.both_bad) == (expected["base"], expected["run-b"], 1, 1)
+    assert tally.first == "run-b"  # seen from the model in the first select
+    assert (tally.first_wins, tally.second_wins, tally.ties, tally.both_bad) == (expected["run-b"], expected["base"], 1, 1)
     written = [json.loads(line) for line in preferences_path(workspace).read_text().splitlines()]
     assert [{key: row[key] for key in preferences[0]} for row in written] == preferences
     assert all(row["prompt"] == "환급은 언제?" and row["base_model"] == "org/base-model" for row in written)
@@ -130,3 +131,35 @@ async def test_train_on_feedback_dialog_shows_the_mix_and_refuses_a_bad_share(wo
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert app.screen is dialog and not list(workspace.runs.glob("feedback-*"))
+
+
+async def test_auto_train_is_shown_and_starts_a_feedback_run_after_n_new_rows(workspace, monkeypatch):
+    import workbench.core.feedback_train as feedback_train
+    from workbench.core.runs import RunDir
+
+    make_run(workspace, "run-b", "org/base-model")
+    workspace.feedback.mkdir(parents=True)
+    (workspace.feedback / "settings.yaml").write_text("auto_train_after: 2\n")
+    started = []
+
+    def fake_start(ws, parent):  # the real one launches a trainer (tests/test_continue_training.py)
+        started.append(parent)
+        return RunDir(ws.run_dir("feedback-auto"))
+
+    monkeypatch.setattr(feedback_train, "start_feedback_run", fake_start)
+    worker = FakeWorker()
+    app = BlindApp(workspace, worker)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        assert "auto-train on: a feedback run starts after 2 new rows (0 so far)" in status_text(screen)
+        screen.query_one("#prompt").focus()
+        await pilot.press(*"질문", "ctrl+r")
+        await wait_until(pilot, lambda: not screen.generating and worker.of_type("generate"), what="answers")
+        screen.query_one("#pane-left").focus()
+        await pilot.press("plus")
+        assert "auto-train after 2 new rows: 1 so far" in status_text(screen) and started == []
+        screen.query_one("#pane-right").focus()
+        await pilot.press("plus")
+        await wait_until(pilot, lambda: started == ["run-b"], what="the feedback run")
+        await wait_until(pilot, lambda: any("auto-train: started feedback-auto from run-b" in n.message
+                                            for n in app._notifications), what="the notice")

@@ -127,6 +127,12 @@ class PairTally:
                 "win_rate": self.win_rate, "ci95_low": interval[0] if interval else None,
                 "ci95_high": interval[1] if interval else None, "interval": "wilson"}
 
+    def seen_from(self, name: str) -> "PairTally":
+        """The same tally with `name` first (the Playground speaks of the model chosen in its first select)."""
+        if name != self.second:
+            return self
+        return PairTally(self.second, self.first, self.second_wins, self.first_wins, self.ties, self.both_bad)
+
     TABLE_HEADERS = ("first", "second", "votes", "W-L", "ties", "both bad", "win rate", "95% CI")
 
     def table_row(self) -> tuple[str, ...]:
@@ -169,6 +175,7 @@ def read_tally(workspace: Workspace) -> list[PairTally]:
 
 
 def pair_tally(workspace: Workspace, one: str, other: str) -> PairTally:
+    """The tally of one pair, `one` first."""
     first, second = sorted((one, other))
     found = next((t for t in read_tally(workspace) if (t.first, t.second) == (first, second)), None)
-    return found or PairTally(first, second, 0, 0, 0, 0)
+    return (found or PairTally(first, second, 0, 0, 0, 0)).seen_from(one)

@@ -260,8 +260,7 @@ class VoteScreen(ModalScreen[str | None]):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Static("Which answer is better? a: A  b: B  t: tie  x: both bad  (esc: decide later with v)",
-                     markup=False)
+        yield Static("Which answer is better, A or B? The names show after your vote.", markup=False)
         yield KeysFooter()
 
     def action_vote(self, outcome: str) -> None:
@@ -295,8 +294,8 @@ class PlaygroundScreen(Screen):
     PlaygroundScreen #prompt { width: 1fr; height: 6; }
     PlaygroundScreen #params { width: 30; height: 6; grid-size: 4; grid-columns: 6 8 6 8; grid-rows: 1; }
     PlaygroundScreen #params Input { width: 8; }
-    PlaygroundScreen #status-row { height: 1; }
-    PlaygroundScreen #status { width: 1fr; }
+    PlaygroundScreen #status-row { height: auto; max-height: 2; }  /* a second line for a long tally */
+    PlaygroundScreen #status { width: 1fr; height: auto; max-height: 2; }
     PlaygroundScreen #progress { width: 24; display: none; }
     PlaygroundScreen #panes { height: 1fr; }
     PlaygroundScreen AnswerPane { width: 1fr; border: round $primary; padding: 0 1; }
@@ -308,9 +307,10 @@ class PlaygroundScreen(Screen):
     BINDINGS = [
         Binding("ctrl+r", "generate", "Generate"),
         Binding("escape", "cancel", "Stop"),
-        Binding("v", "vote", "Vote"),  # only while a blind round waits for its vote
-        Binding("ctrl+b", "toggle_blind", "Blind"),
-        Binding("ctrl+f", "feedback_train", "Fb train"),
+        # No room in the footer at 80 columns: the status line names these, the vote strip has its own keys.
+        Binding("v", "vote", "Vote", show=False),  # only while a blind round waits for its vote
+        Binding("ctrl+b", "toggle_blind", "Blind", show=False),
+        Binding("ctrl+f", "feedback_train", "Train on feedback", show=False),
         Binding("ctrl+l", "load", "Load", show=False),  # generate loads too; no room in the footer
     ]
 
@@ -319,6 +319,7 @@ class PlaygroundScreen(Screen):
         super().__init__()
         self.side_draw = SideDraw(side_seed)  # which model is A in blind mode; seeded in tests
         self.awaiting_vote = False
+        self.blind_pair: tuple[str, str] = (BASE, BASE)
         self.auto_training = False
         self.client_factory = client_factory
         self.client: GenerationClient | None = None
@@ -359,7 +360,7 @@ class PlaygroundScreen(Screen):
             yield Label("System")
             yield Input(id="system", compact=True, placeholder="optional system prompt (chat mode)")
         with Horizontal(id="status-row"):
-            yield Static("Try: enter lists held-out questions · ctrl+r generate · answers: + / - / enter",
+            yield Static("Try: enter lists questions · ^r generate · ^b blind A/B · ^f train on feedback",
                          id="status", markup=False)
             yield ProgressBar(id="progress", show_eta=False, show_percentage=False)
         with Horizontal(id="panes"):
@@ -369,6 +370,14 @@ class PlaygroundScreen(Screen):
 
     def on_mount(self) -> None:
         self.refresh_targets(initial=True)
+        try:
+            auto = self._auto_train_state()
+        except UserError as error:
+            self.set_status(str(error), error=True)
+            return
+        if auto is not None:  # feedback.auto_train_after is on: say so from the start
+            self.set_status(f"auto-train on: a feedback run starts after {auto[0]} new rows ({auto[1]} so far)"
+                            f" · ^f trains now")
 
     def on_screen_resume(self) -> None:
         self.refresh_targets()
@@ -681,7 +690,7 @@ class PlaygroundScreen(Screen):
         targets = [value for _, value in self._targets()]
         if len(targets) == 2 and targets[0] != targets[1]:
             tally = pair_tally(self.app.workspace, *targets).describe()
-            self.set_status(f"blind A/B: ctrl+r shows the answers as A and B in random order; {tally}")
+            self.set_status(f"blind A/B (^r: answers as A and B in random order) {tally}")
         else:
             self.set_status("blind A/B: choose two different models in 1 and 2", error=True)
 
@@ -689,6 +698,7 @@ class PlaygroundScreen(Screen):
         targets = [value for _, value in self._targets()]
         if len(targets) != 2 or targets[0] == targets[1]:
             raise UserError("blind A/B needs two different models: choose them in 1 and 2")
+        self.blind_pair = (targets[0], targets[1])  # the tally speaks of the model in select 1 first
         a, b = self.side_draw.sides(*targets)
         return [("left", a), ("right", b)]
 
@@ -712,7 +722,7 @@ class PlaygroundScreen(Screen):
         self.refresh_bindings()
         left.reveal()
         right.reveal()
-        tally = pair_tally(self.app.workspace, round_.a, round_.b).describe()
+        tally = pair_tally(self.app.workspace, *self.blind_pair).describe()
         self.set_status(f"A was {round_.a}, B was {round_.b}; {tally}")
 
     # -- training on feedback ---------------------------------------------------------------------
@@ -729,15 +739,20 @@ class PlaygroundScreen(Screen):
             return
         self.app.push_screen(FeedbackTrainScreen(parent))
 
+    def _auto_train_state(self) -> tuple[int, int] | None:
+        """(feedback.auto_train_after, rows since the last feedback run) while auto-train is on."""
+        threshold = auto_train_after(self.app.workspace)
+        return None if threshold is None else (threshold, rows_since_last_feedback_run(self.app.workspace))
+
     def _auto_train_check(self) -> str:
-        """feedback.auto_train_after: start a feedback run once enough rows arrived; what to add to the status."""
+        """After a saved row: start a feedback run once enough rows arrived; what to add to the status."""
         try:
-            threshold = auto_train_after(self.app.workspace)
-            if threshold is None:
-                return ""
-            waiting = rows_since_last_feedback_run(self.app.workspace)
+            auto = self._auto_train_state()
         except UserError as error:
             return f" ({error})"
+        if auto is None:
+            return ""
+        threshold, waiting = auto
         parent = self._feedback_parent()
         if waiting < threshold or parent is None or self.auto_training:
             return f" · auto-train after {threshold} new rows: {waiting} so far"
