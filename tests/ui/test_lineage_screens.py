@@ -31,6 +31,7 @@ async def test_new_run_starts_from_a_parent_run_and_the_review_shows_what_it_inh
         screen.query_one("#init-adapter").value = "parent"
         await wait_until(pilot, lambda: "\nparent:" in review(), what="the parent in the review")
         assert "  r: 2\n" in review() and "run_id: parent" in review()
+        assert screen.query_one("#model").placeholder == "parent's base model"
         screen.query_one("#overrides").value = "lora.r=8"
         await wait_until(pilot, lambda: "lora.r is 8" in str(screen.query_one("#form-error").render()),
                          what="the shape refusal")

@@ -248,6 +248,8 @@ class NewRunScreen(Screen):
             review.update("")
             return
         self.show_preset_distributed(config)
+        parent = config.parent.run_id or config.parent.adapter_path if config.parent else None
+        self.query_one("#model", Input).placeholder = f"{parent}'s base model" if parent else "the preset's model"
         try:
             self.check_distributed(config)
         except UserError as refusal:
