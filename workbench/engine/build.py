@@ -156,7 +156,7 @@ def build_causal_trainer(config: RunConfig, model, tokenizer, args, train, evalu
 
 
 def build_trainer(config: RunConfig, workspace: Workspace, session):
-    from transformers import EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback, set_seed
 
     run = session.run
     if config.training.report_to_tensorboard:
@@ -192,6 +192,9 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     if config.training.early_stopping_patience and evaluation is not None:
         callbacks.append(EarlyStoppingCallback(config.training.early_stopping_patience,
                                                config.training.early_stopping_threshold))
+    # The adapter's random initialisation happens while the trainer is built: seed it, or two runs of one
+    # config start from different adapters (the Trainer seeds only after the model is wrapped).
+    set_seed(config.training.seed)
     if seq2seq:
         trainer, layout = build_seq2seq_trainer(config, model, tokenizer, args, train, evaluation, callbacks)
         padding_free = False  # dynamic padding: encoder-decoder batches are not concatenated
