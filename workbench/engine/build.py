@@ -175,7 +175,7 @@ def load_parent_adapter(model, adapter_dir: str) -> None:
 
 
 def build_trainer(config: RunConfig, workspace: Workspace, session):
-    from transformers import EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback, set_seed
 
     run = session.run
     if config.training.report_to_tensorboard:
@@ -211,6 +211,9 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     if config.training.early_stopping_patience and evaluation is not None:
         callbacks.append(EarlyStoppingCallback(config.training.early_stopping_patience,
                                                config.training.early_stopping_threshold))
+    # The adapter's random initialisation happens while the trainer is built: seed it, or two runs of one
+    # config start from different adapters (the Trainer seeds only after the model is wrapped).
+    set_seed(config.training.seed)
     if seq2seq:
         trainer, layout = build_seq2seq_trainer(config, model, tokenizer, args, train, evaluation, callbacks)
         padding_free = False  # dynamic padding: encoder-decoder batches are not concatenated
