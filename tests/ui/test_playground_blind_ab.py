@@ -25,7 +25,11 @@ class BlindApp(App):
         self.workspace, self.worker = workspace, worker
 
     def on_mount(self):
+        self.shown_runs = []
         self.push_screen(PlaygroundScreen(client_factory=lambda workspace: self.worker, side_seed=SEED))
+
+    def show_run(self, run_id):
+        self.shown_runs.append(run_id)
 
 
 def pane_titles(screen) -> list[str]:
@@ -103,7 +107,17 @@ async def test_blind_mode_needs_two_different_models(workspace):
         assert "two different models" in status_text(screen) and worker.sent == []
 
 
-async def test_train_on_feedback_dialog_shows_the_mix_and_refuses_a_bad_share(workspace):
+async def test_train_on_feedback_dialog_shows_the_mix_refuses_a_bad_share_and_starts_the_run(workspace, monkeypatch):
+    import workbench.core.feedback_train as feedback_train
+    from workbench.core.runs import RunDir
+
+    started = []
+
+    def fake_start(ws, parent, share, max_steps):  # the real one launches a trainer (test_continue_training.py)
+        started.append((parent, share, max_steps))
+        return RunDir(ws.run_dir("feedback-x"))
+
+    monkeypatch.setattr(feedback_train, "start_feedback_run", fake_start)
     make_run(workspace, "run-b", "org/base-model")
     run_yaml = workspace.run_dir("run-b") / "run.yaml"
     data = workspace.datasets / "d"
@@ -125,12 +139,20 @@ async def test_train_on_feedback_dialog_shows_the_mix_and_refuses_a_bad_share(wo
         dialog.query_one("#replay").value = "75"
         await pilot.pause()
         assert "6 feedback + 18 replayed = 24" in text("#fb-plan")
+        dialog.query_one("#replay").value = "-"
+        await pilot.pause()
+        assert "'-' is not a whole number" in text("#fb-error")
         dialog.query_one("#replay").value = "100"
         await pilot.pause()
         assert "below 1" in text("#fb-error")
         await pilot.press("ctrl+s")
         await pilot.pause()
-        assert app.screen is dialog and not list(workspace.runs.glob("feedback-*"))
+        assert app.screen is dialog and started == []
+        dialog.query_one("#replay").value = "25"
+        dialog.query_one("#max-steps").value = "3"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: app.shown_runs == ["feedback-x"], what="the started run shown")
+        assert started == [("run-b", 0.25, 3)] and not isinstance(app.screen, FeedbackTrainScreen)
 
 
 async def test_auto_train_is_shown_and_starts_a_feedback_run_after_n_new_rows(workspace, monkeypatch):

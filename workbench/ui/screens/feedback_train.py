@@ -82,20 +82,32 @@ class FeedbackTrainScreen(ModalScreen[None]):
     def on_input_changed(self) -> None:
         self.show_plan()
 
+    def _number(self, widget_id: str, label: str) -> int | None:
+        text = self.query_one(f"#{widget_id}", Input).value.strip()
+        try:
+            return int(text) if text else None
+        except ValueError:  # a lone "-"
+            raise UserError(f"{label}: {text!r} is not a whole number") from None
+
     def share(self) -> float:
-        text = self.query_one("#replay", Input).value.strip()
-        return int(text) / 100 if text else DEFAULT_REPLAY_SHARE
+        percent = self._number("replay", "replay share %")
+        return DEFAULT_REPLAY_SHARE if percent is None else percent / 100
 
     def max_steps(self) -> int | None:
-        text = self.query_one("#max-steps", Input).value.strip()
-        if text and int(text) < 1:
+        steps = self._number("max-steps", "max steps")
+        if steps is not None and steps < 1:
             raise UserError("max steps: must be at least 1")
-        return int(text) if text else None
+        return steps
+
+    def checked(self) -> tuple[float, int | None, int]:
+        """(replay share, max steps, rows replayed) as typed, or the UserError naming the field."""
+        share, max_steps = self.share(), self.max_steps()
+        return share, max_steps, replay_count(self.feedback_rows, share, self.parent_rows)
 
     def show_plan(self) -> None:
         plan, error = self.query_one("#fb-plan", Static), self.query_one("#fb-error", Static)
         try:
-            replayed = replay_count(self.feedback_rows, self.share(), self.parent_rows)
+            _, _, replayed = self.checked()
         except UserError as problem:
             plan.update("")
             error.update(str(problem))
@@ -108,7 +120,7 @@ class FeedbackTrainScreen(ModalScreen[None]):
         if self.starting:
             return
         try:
-            share, max_steps = self.share(), self.max_steps()
+            share, max_steps, _ = self.checked()
         except UserError as problem:
             self.query_one("#fb-error", Static).update(str(problem))
             return

@@ -619,7 +619,10 @@ class PlaygroundScreen(Screen):
             self.awaiting_vote = True
             self.refresh_bindings()
             self.set_focus(None)  # v, a, b... are keys, not text for the prompt
-            self.action_vote()
+            if self.is_current:  # not over another mode the user went to meanwhile: v asks there
+                self.action_vote()
+            else:
+                self.set_status("blind round done: v votes (the names stay hidden until then)")
 
     def on_worker_failed(self, message: WorkerFailed) -> None:
         self.loading = False
