@@ -41,6 +41,11 @@ def replay_count(feedback_rows: int, share: float, available: int) -> int:
     return min(available, round(feedback_rows * share / (1 - share)))
 
 
+def trainable_feedback(workspace: Workspace) -> list[dict[str, Any]]:
+    """The feedback rows to learn from (rated good, or edited), as chat rows."""
+    return [{"messages": row["messages"]} for row in read_feedback(workspace) if not is_rejected(row)]
+
+
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     rows = []
     with path.open(encoding="utf-8") as handle:
@@ -59,7 +64,7 @@ def build_feedback_config(workspace: Workspace, run_id: str, replay_share: float
 
     parent_run = open_run(workspace, run_id)
     parent = resolve_init_adapter(run_id, workspace)  # the run's final adapter, refused while it has none
-    rows = [{"messages": row["messages"]} for row in read_feedback(workspace) if not is_rejected(row)]
+    rows = trainable_feedback(workspace)
     if not rows:
         raise UserError(f"no feedback yet in {workspace.feedback}: rate answers good (+) or edit them in the Playground")
     parent_config = load_run_config(parent_run.config_path)
@@ -182,5 +187,4 @@ def rows_since_last_feedback_run(workspace: Workspace) -> int:
             continue
         if parent.get("via") == "feedback":
             trained = max(trained, parent.get("feedback_rows") or 0)
-    current = sum(1 for row in read_feedback(workspace) if not is_rejected(row))
-    return max(0, current - trained)
+    return max(0, len(trainable_feedback(workspace)) - trained)

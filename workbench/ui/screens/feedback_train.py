@@ -14,8 +14,12 @@ from textual.widgets import Input, Label, Static
 
 from workbench.core.config import load_run_config
 from workbench.core.errors import UserError
-from workbench.core.feedback import is_rejected, read_feedback
-from workbench.core.feedback_train import DEFAULT_REPLAY_SHARE, replay_count, rows_since_last_feedback_run
+from workbench.core.feedback_train import (
+    DEFAULT_REPLAY_SHARE,
+    replay_count,
+    rows_since_last_feedback_run,
+    trainable_feedback,
+)
 from workbench.core.runs import open_run
 from workbench.ui.widgets.footer import KeysFooter
 
@@ -68,7 +72,7 @@ class FeedbackTrainScreen(ModalScreen[None]):
         try:
             data = load_run_config(open_run(workspace, self.parent_run).config_path).data
             self.parent_rows = count_lines(Path(data.path or ".") / data.train_file)
-            self.feedback_rows = sum(1 for row in read_feedback(workspace) if not is_rejected(row))
+            self.feedback_rows = len(trainable_feedback(workspace))
             new = rows_since_last_feedback_run(workspace)
         except UserError as error:
             self.query_one("#fb-error", Static).update(str(error))
