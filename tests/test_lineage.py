@@ -59,7 +59,8 @@ def test_child_inherits_base_model_and_lora_shape_and_names_its_parent(family):
     assert config.parent.run_id == "parent" and config.parent.via == "init-adapter"
     assert config.parent.adapter_path == str(family["parent"] / "adapter")
     # an adapter directory works too, and a plain run keeps no parent key in run.yaml
-    by_dir = resolve_config(family["ws"], "llama-lora", str(family["data"]), init_adapter=str(family["parent"] / "adapter"))
+    by_dir = resolve_config(family["ws"], "llama-lora", str(family["data"]),
+                            init_adapter=str(family["parent"] / "adapter"))
     assert by_dir.parent.run_id is None and by_dir.lora.r == 4
     fresh = resolve_config(family["ws"], "llama-lora", str(family["data"]), str(family["model"]))
     assert "parent" not in config_to_dict(fresh) and fresh.lora.r == 16
