@@ -13,12 +13,14 @@ from fake_trainer import make_run, write_history
 from tui_helpers import wait_until
 from workbench.ui import gpus, workers
 from workbench.ui.app import SCREENS, WorkbenchApp
+from workbench.ui.screens.feedback_train import FeedbackTrainScreen
 from workbench.ui.screens.runs import CompareScreen
 from workbench.ui.widgets.charts import MetricChart
 
 UI_SOURCE = Path(workers.__file__).parent
 DESCRIPTION = re.compile(r'(?:thread_worker\(|run_in_thread\(\w+, \w+, )\s*"([^"]+)"')
-LAUNCH = "starting the trainer"  # the New-run form shows its failure under the form, not as a notification
+# The New-run form and the feedback-run dialog show their failure themselves, not as a notification.
+SHOWN_BY_THE_SCREEN = {"starting the trainer", "starting the feedback run"}
 
 # Workers started by a key, a file or a child process in real use, started here directly: the injected
 # failure happens before the work runs, so their arguments are never read.
@@ -28,7 +30,7 @@ STARTED_BY_HAND = {
              ("_split", (None, "", Path("x"), None, 1, 1, None))],
     "train": [("_find_active_runs", ()), ("_relaunch", (None,))],
     "runs": [("_load", ())],
-    "playground": [("_read_messages", (None,))],
+    "playground": [("_read_messages", (None,)), ("_auto_train", ("run-x",))],
     "evaluate": [("_read_messages", ("eval", None))],
     "system": [("_read_messages", ("doctor", None))],
     "models": [("_load", ()), ("_follow_pull", (None,)), ("_remove", (None,))],
@@ -69,7 +71,7 @@ def injected(monkeypatch) -> list[str]:
 
 def test_the_source_names_every_worker_kind():
     kinds = worker_kinds()
-    assert len(kinds) >= 15 and LAUNCH in kinds and "detecting GPUs" in kinds
+    assert len(kinds) >= 15 and SHOWN_BY_THE_SCREEN <= kinds and "detecting GPUs" in kinds
 
 
 async def test_no_injected_worker_failure_ends_the_app(workspace, injected):
@@ -86,7 +88,7 @@ async def test_no_injected_worker_failure_ends_the_app(workspace, injected):
             await wait_until(pilot, lambda: type(app.screen).__name__ == SCREENS[mode][1], what=f"the {mode} screen")
             for method, args in starts:
                 getattr(app.screen, method)(*args)
-            await wait_until(pilot, lambda: all(failed(d) for d in injected if d != LAUNCH), what=f"{mode}'s failures")
+            await wait_until(pilot, lambda: all(failed(d) for d in injected if d not in SHOWN_BY_THE_SCREEN), what=f"{mode}'s failures")
         app.switch_mode("presets")  # detects GPUs on mount
         app.push_screen(CompareScreen([run, run]))
         await wait_until(pilot, lambda: failed("reading both runs' events"), what="the comparison's failure")
@@ -101,7 +103,16 @@ async def test_no_injected_worker_failure_ends_the_app(workspace, injected):
         form.starting = True  # as action_start leaves it
         form._launch(None, None)
         await wait_until(pilot, lambda: not form.starting, what="the form to take the launch failure")  # sent again
-        await wait_until(pilot, lambda: all(failed(d) for d in injected if d != LAUNCH), what="every failure")
+        app.pop_screen()
+        app.push_screen(FeedbackTrainScreen(run.run_id))
+        await wait_until(pilot, lambda: isinstance(app.screen, FeedbackTrainScreen) and app.screen.query("#fb-error"),
+                         what="the feedback-run dialog")
+        dialog = app.screen
+        dialog.starting = True
+        dialog._launch(0.5, None)
+        await wait_until(pilot, lambda: not dialog.starting and "injected into starting the feedback run" in str(
+            dialog.query_one("#fb-error").render()), what="the dialog to take the start failure")
+        await wait_until(pilot, lambda: all(failed(d) for d in injected if d not in SHOWN_BY_THE_SCREEN), what="every failure")
         assert app.is_running and app.return_code is None
         assert set(injected) == worker_kinds()  # every kind of worker was made to fail
 
