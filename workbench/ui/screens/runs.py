@@ -12,7 +12,7 @@ from textual.worker import get_current_worker
 
 from workbench.core.blind_ab import PairTally
 from workbench.core.errors import UserError
-from workbench.core.events import read_events
+from workbench.core.events import EvalEvent, StepEvent, read_typed_events
 from workbench.core.run_actions import delete_run, run_actions
 from workbench.core.runs import RunDir, list_runs
 from workbench.ui.run_history import format_duration
@@ -244,10 +244,11 @@ class CompareScreen(ModalScreen[None]):
         """Thread worker: read both runs' events.jsonl off the event loop."""
         lines = {}
         for index, (run, offset) in enumerate(zip(self.runs, self.step_offsets), start=1):
-            events = read_events(run.events_path)
-            for kind, field, label in (("step", "loss", "train"), ("eval", "eval_loss", "eval")):
-                points = [(e["step"] + offset, e[field]) for e in events
-                          if e["type"] == kind and isinstance(e.get(field), (int, float))]
+            events = read_typed_events(run.events_path)
+            for kind, field, label in ((StepEvent, "loss", "train"), (EvalEvent, "eval_loss", "eval")):
+                points = [(e.step + offset, getattr(e, field)) for e in events
+                          if isinstance(e, kind) and isinstance(e.step, int)
+                          and isinstance(getattr(e, field), (int, float))]
                 lines[f"{index}:{label}"] = ([p[0] for p in points], [p[1] for p in points])
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self._show, lines)
