@@ -11,6 +11,7 @@ import sys
 
 from workbench.cli.output import print_json
 from workbench.core.errors import UserError
+from workbench.core.jobs import DEFAULT_MAX_NEW_TOKENS
 
 
 def register(subparsers) -> None:
@@ -22,45 +23,22 @@ def register(subparsers) -> None:
     parser.add_argument("--run", required=True, metavar="ID", help="run id (see 'runs list')")
     parser.add_argument("--split", default="test", metavar="SPLIT", help="test (default), val or train")
     parser.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N examples")
-    parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
                         help="generation length for both models (default 128)")
     parser.add_argument("--json", action="store_true", help="print metrics.json to stdout")
     parser.set_defaults(func=cmd_eval)
 
 
-def worker_args(run_id: str, workspace_root: str, split: str, limit: int | None, max_new_tokens: int) -> list[str]:
-    args = [run_id, "--workspace", workspace_root, "--split", split, "--max-new-tokens", str(max_new_tokens)]
-    if limit is not None:
-        args += ["--limit", str(limit)]
-    return args
-
-
-def check_request(workspace, run_id: str, split: str, limit: int | None, max_new_tokens: int):
-    """The user mistakes that can be named without loading a model (no torch import)."""
-    from workbench.core.config import load_run_config
-    from workbench.core.runs import open_run
-    from workbench.engine.evaluate import split_path
-
-    run = open_run(workspace, run_id)
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit {limit}: must be at least 1")
-    if max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens {max_new_tokens}: must be at least 1")
-    split_path(load_run_config(run.config_path), split, workspace)
-    run.require_adapter()
-    return run
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from workbench.cli import workspace_of
+    from workbench.core.jobs import EvalRequest
     from workbench.core.jsonproc import JsonLineProcess
 
     workspace = workspace_of(args)
-    run = check_request(workspace, args.run, args.split, args.limit, args.max_new_tokens)
+    request = EvalRequest(args.run, args.split, args.limit, args.max_new_tokens)
+    run = request.check(workspace)
     run.eval_path.mkdir(parents=True, exist_ok=True)
-    worker = JsonLineProcess("workbench.engine.evaluate",
-                             worker_args(run.run_id, str(workspace.root), args.split, args.limit, args.max_new_tokens),
-                             log_path=run.path / "eval.log")
+    worker = JsonLineProcess(request.MODULE, request.argv(workspace), log_path=run.path / "eval.log")
     metrics = None
     interactive = sys.stderr.isatty()
     try:

@@ -10,8 +10,10 @@ from workbench.core.config import RunConfig
 from workbench.core.errors import UserError
 from workbench.core.workspace import Workspace
 from workbench.engine.callbacks import ControlCallback, EventCallback
+from workbench.engine.control import RunControl
 from workbench.engine.models import compute_dtype, count_parameters, describe_device, load_for_config
 from workbench.engine.lm_head import score_labelled_positions_only
+from workbench.engine.lora import lora_config
 from workbench.engine.packing import model_masks_packed_sequences, padding_free_collator, use_per_example_attention
 from workbench.engine.seq2seq import build_seq2seq_trainer, load_pairs
 from workbench.engine.sft_data import load_split
@@ -53,26 +55,6 @@ def resolve_gradient_checkpointing(config: RunConfig, model) -> bool:
     gpu_memory = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory \
         if torch.cuda.is_available() else None
     return needs_gradient_checkpointing(config, model.config.to_dict(), gpu_memory)
-
-
-def lora_config(config: RunConfig):
-    """The PEFT LoraConfig of a run (also what `presets check` applies to tiny models)."""
-    from peft import LoraConfig, TaskType
-
-    section = config.lora
-    return LoraConfig(
-        task_type=TaskType.SEQ_2_SEQ_LM if config.task == "seq2seq" else TaskType.CAUSAL_LM,
-        r=section.r,
-        lora_alpha=section.lora_alpha,
-        lora_dropout=section.lora_dropout,
-        target_modules=section.target_modules,
-        bias=section.bias,
-        use_dora=section.use_dora,
-        use_rslora=section.use_rslora,
-        fan_in_fan_out=section.fan_in_fan_out,
-        modules_to_save=section.modules_to_save,
-        init_lora_weights=section.init_lora_weights,
-    )
 
 
 def sft_config(config: RunConfig, output_dir: str, precision: str, has_eval: bool, checkpointing: bool):
@@ -133,9 +115,9 @@ def build_causal_trainer(config: RunConfig, model, tokenizer, args, train, evalu
     from trl import SFTTrainer
 
     padding_free = config.training.padding_free and model_masks_packed_sequences(model)
-    per_example_attention = padding_free and use_per_example_attention(model)
+    per_example_attention = padding_free and use_per_example_attention(model, log)
     # A per-shape compiler would recompile for every count of labelled positions.
-    compact_head = not config.training.torch_compile and score_labelled_positions_only()
+    compact_head = not config.training.torch_compile and score_labelled_positions_only(log)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -159,15 +141,34 @@ def build_causal_trainer(config: RunConfig, model, tokenizer, args, train, evalu
     return trainer, layout, padding_free
 
 
-def build_trainer(config: RunConfig, workspace: Workspace, session):
-    from transformers import EarlyStoppingCallback
+def load_parent_adapter(model, adapter_dir: str) -> None:
+    """The parent adapter's weights into the freshly wrapped PEFT model, still trainable (PEFT's own loader
+    and setter). core/lineage.py refused a different shape before the run existed; a file that still does
+    not fit (edited since) is named here instead of training a half-loaded adapter."""
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+    weights = load_peft_weights(adapter_dir, device="cpu")
+    try:
+        result = set_peft_model_state_dict(model, weights, adapter_name="default")
+    except RuntimeError as error:  # a size mismatch
+        raise UserError(f"--init-adapter {adapter_dir}: its weights do not fit this run's LoRA: "
+                        f"{str(error).splitlines()[-1].strip()[:200]}") from None
+    own = [key for key in result.missing_keys if "lora_" in key or "modules_to_save" in key]
+    if result.unexpected_keys or own:
+        names = (result.unexpected_keys or own)[:2]
+        raise UserError(f"--init-adapter {adapter_dir}: {len(result.unexpected_keys)} unexpected and {len(own)} "
+                        f"missing adapter weights (e.g. {', '.join(names)}): not this run's LoRA shape")
+
+
+def build_trainer(config: RunConfig, workspace: Workspace, session: RunControl):
+    from transformers import EarlyStoppingCallback, set_seed
 
     run = session.run
     if config.training.report_to_tensorboard:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.tensorboard_path)
 
     def log(message: str) -> None:
-        session._emit("log", level="info", message=message)
+        session.emit("log", level="info", message=message)
 
     if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
         # One GPU per process, chosen before the model loads: the 4-bit path places it on the current device.
@@ -176,7 +177,7 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     dtype = compute_dtype(config.quantization.bnb_4bit_compute_dtype) if config.method in ("qlora", "qdora") else None
     log(f"loading {config.model.name_or_path}")
     model, tokenizer, _ = load_for_config(config, workspace, log=log, dtype=dtype,
-                                          on_download=lambda event: session._emit("download", **event))
+                                          on_download=lambda event: session.emit("download", **event))
     seq2seq = config.task == "seq2seq"
     if bool(getattr(model.config, "is_encoder_decoder", False)) != seq2seq:
         kind = "encoder-decoder" if not seq2seq else "decoder-only"
@@ -196,12 +197,19 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     if config.training.early_stopping_patience and evaluation is not None:
         callbacks.append(EarlyStoppingCallback(config.training.early_stopping_patience,
                                                config.training.early_stopping_threshold))
+    # The adapter's random initialisation happens while the trainer is built: seed it, or two runs of one
+    # config start from different adapters (the Trainer seeds only after the model is wrapped).
+    set_seed(config.training.seed)
     if seq2seq:
         trainer, layout = build_seq2seq_trainer(config, model, tokenizer, args, train, evaluation, callbacks)
         padding_free = False  # dynamic padding: encoder-decoder batches are not concatenated
     else:
         trainer, layout, padding_free = build_causal_trainer(config, model, tokenizer, args, train, evaluation,
                                                              callbacks, log)
+    if config.parent is not None and session.resume_from is None:  # a resumed run's checkpoint holds its weights
+        load_parent_adapter(trainer.model, config.parent.adapter_path)
+        log(f"continuing from the adapter {config.parent.adapter_path}"
+            f"{f' of run {config.parent.run_id}' if config.parent.run_id else ''} (fresh optimizer and LR schedule)")
     log(f"precision {precision}, gradient checkpointing {'on' if checkpointing else 'off'}, {layout}, "
         f"{len(train)} training rows")
     trainable, total = count_parameters(trainer.model)
@@ -212,6 +220,8 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
         "world_size": args.world_size, "attention": trainer.model.config._attn_implementation,
         "liger_kernel": args.use_liger_kernel, "gradient_checkpointing": checkpointing, "padding_free": padding_free,
         "resumed_from_step": int(session.resume_from.name.rsplit("-", 1)[1]) if session.resume_from else None,
+        "parent_run": config.parent.run_id if config.parent else None,
+        "init_adapter": config.parent.adapter_path if config.parent else None,
     }))
     trainer.add_callback(ControlCallback(run, session.writer, session))
     return trainer

@@ -13,7 +13,6 @@ same greedy settings, so the only difference between the two columns is the adap
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -26,34 +25,20 @@ from workbench.core import atomic
 from workbench.core.config import RunConfig, load_run_config
 from workbench.core.errors import UserError
 from workbench.core.events import read_events
+from workbench.core.jobs import DEFAULT_MAX_NEW_TOKENS, EvalRequest, split_path
 from workbench.core.metrics import corpus_scores, scores_per_example
 from workbench.core.report import write_reports
+from workbench.core.run_actions import run_actions
 from workbench.core.runs import RunDir, open_run
 from workbench.core.workspace import Workspace
 from workbench.engine.protocol import emit, run_task
 from workbench.core.data.messages import Message, describe_calls, display_text, parse_tool_calls
-from workbench.engine.seq2seq import cutoffs, encode_pair, source_text
+from workbench.core.seq2seq import source_text
+from workbench.engine.seq2seq import cutoffs, encode_pair
 from workbench.engine.sft_data import keeps_reasoning, render, row_messages, row_tools
 
-SPLITS = ("test", "val", "train")
-DEFAULT_MAX_NEW_TOKENS = 128
 # Decoding one token reads every weight whatever the batch: more rows per step cost little extra time.
 GENERATION_ROWS = 32
-
-
-def split_path(config: RunConfig, split: str, workspace: Workspace) -> Path:
-    if split not in SPLITS:
-        raise UserError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
-    name = {"test": config.data.test_file, "val": config.data.val_file, "train": config.data.train_file}[split]
-    if not config.data.path or not name:
-        raise UserError(f"run.yaml: data.path / data.{split}_file is not set, so there is no {split} split to evaluate")
-    root = Path(config.data.path).expanduser()
-    if not root.is_absolute():
-        root = workspace.root / root
-    path = root / name
-    if not path.is_file():
-        raise UserError(f"{path}: no such file (the {split} split named by run.yaml data.path)")
-    return path
 
 
 @dataclass
@@ -126,8 +111,8 @@ def encode(tokenizer, example: Example, config: RunConfig) -> tuple[list[int], l
     """Prompt ids and answer ids: for a causal LM the prompt is cut from the left so that both fit in
     max_length; for an encoder-decoder they are the source and target exactly as the trainer made them."""
     if config.task == "seq2seq":
-        pair = encode_pair(tokenizer, source_text([*example.history, example.reference]), example.reference.content,
-                           *cutoffs(config))
+        source = source_text([*example.history, example.reference], config.family)
+        pair = encode_pair(tokenizer, source, example.reference.content, *cutoffs(config))
         return pair["input_ids"], pair["labels"]
     max_length = config.training.max_length
     prompt_text, answer_text = render_example(tokenizer, example)
@@ -265,11 +250,8 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict[str, Any]:
     started = time.time()
     config = load_run_config(run.config_path)
-    run.require_adapter()
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit {limit}: must be at least 1")
-    if max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens {max_new_tokens}: must be at least 1")
+    run_actions(run).require("evaluate")
+    EvalRequest(run.run_id, split, limit, max_new_tokens).check_numbers()
     data_file = split_path(config, split, workspace)
     examples = read_examples(data_file, limit, config.data.system_prompt)
     emit("status", message=f"loading {config.model.name_or_path} + adapter")
@@ -363,18 +345,11 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workbench.engine.evaluate")
-    parser.add_argument("run_id")
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    args = parser.parse_args(argv)
+    request, workspace = EvalRequest.from_argv(argv)
 
     def task() -> dict:
-        workspace = Workspace.resolve(args.workspace)
-        run = open_run(workspace, args.run_id)
-        return {"metrics": evaluate_run(run, workspace, args.split, args.limit, args.max_new_tokens)}
+        run = open_run(workspace, request.run_id)
+        return {"metrics": evaluate_run(run, workspace, request.split, request.limit, request.max_new_tokens)}
 
     return run_task(task)
 

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from textual.screen import Screen
 
+from workbench.ui.workers import run_in_thread
+
 
 def detect_gpus_in_background(screen: Screen, on_detected: Callable[[list], None]) -> None:
     """core.memory.detect_gpus in a thread worker (nvidia-smi can take seconds), then on_detected(gpus) on
@@ -16,4 +18,4 @@ def detect_gpus_in_background(screen: Screen, on_detected: Callable[[list], None
         gpus = detect_gpus()
         screen.app.call_from_thread(on_detected, gpus)
 
-    screen.run_worker(detect, thread=True, exclusive=True, group="gpus")
+    run_in_thread(screen, detect, "detecting GPUs", group="gpus", exclusive=True)

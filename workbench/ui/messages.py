@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from textual.message import Message
 
+from workbench.core.run_actions import RunActions
+
 
 class RunUpdated(Message):
     """New events were folded into the run's history. Pending ones collapse: the view redraws from the
@@ -18,9 +20,11 @@ class RunUpdated(Message):
 
 
 class RunStateChanged(Message):
-    """status.json (or the trainer's pid) says something new: running, paused, stopped, interrupted..."""
+    """status.json (or the trainer's pid) says something new: running, paused, stopped, interrupted...
+    `actions` are the run-state rules for it (core.run_actions), read off the event loop."""
 
-    def __init__(self, run_id: str, state: str) -> None:
+    def __init__(self, actions: RunActions) -> None:
         super().__init__()
-        self.run_id = run_id
-        self.state = state
+        self.actions = actions
+        self.run_id = actions.run_id
+        self.state = actions.state

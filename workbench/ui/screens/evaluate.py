@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -20,12 +20,15 @@ from textual.screen import Screen
 from textual.widgets import Checkbox, DataTable, Header, Input, Label, ProgressBar, Select, Static
 
 from workbench.core.export import FORMATS, QUANTS, human_size
+from workbench.core.jobs import EvalRequest, ExportRequest
 from workbench.core.report import metric_table
 from workbench.core.runs import RunDir, list_runs
 from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
+from workbench.ui.workers import thread_worker
 
+from workbench.ui.workers import thread_worker
 SPLITS = ("test", "val", "train")
 RUNS_POLL_S = 2.0
 # Overall progress: each phase computes perplexity, then generates.
@@ -249,12 +252,9 @@ class EvaluateScreen(Screen):
         except ValueError as error:
             self.set_status(str(error), error=True)
             return
-        from workbench.cli.evaluate import worker_args
-
-        split = str(self.query_one("#split", Select).value)
-        args = worker_args(run.run_id, str(self.app.workspace.root), split, limit, max_new_tokens)
-        self._start("eval", "workbench.engine.evaluate", args, run.path / "eval.log",
-                    f"evaluating {run.run_id} on {split}…")
+        request = EvalRequest(run.run_id, str(self.query_one("#split", Select).value), limit, max_new_tokens)
+        self._start("eval", request.MODULE, request.argv(self.app.workspace), run.path / "eval.log",
+                    f"evaluating {run.run_id} on {request.split}…")
 
     def action_export(self) -> None:
         run = self._run_for_job("no run with an adapter to export")
@@ -269,15 +269,12 @@ class EvaluateScreen(Screen):
         if not out_path.is_absolute():
             out_path = self.app.workspace.root / "exports" / out_path
         fmt = str(self.query_one("#export-format", Select).value)
-        args = [run.run_id, "--workspace", str(self.app.workspace.root), "--out", str(out_path), "--format", fmt]
-        if fmt == "gguf":
-            args += ["--quant", str(self.query_one("#export-quant", Select).value)]
-            if self.query_one("#ollama", Checkbox).value:
-                args.append("--ollama")
-        hub_repo = self.query_one("#hub-repo", Input).value.strip()
-        if hub_repo:
-            args += ["--push-to-hub", hub_repo]
-        self._start("export", "workbench.engine.export", args, run.path / "export.log",
+        gguf = fmt == "gguf"
+        request = ExportRequest(run.run_id, out_path, fmt,
+                                quant=str(self.query_one("#export-quant", Select).value) if gguf else None,
+                                ollama=gguf and self.query_one("#ollama", Checkbox).value,
+                                hub_repo=self.query_one("#hub-repo", Input).value.strip() or None)
+        self._start("export", request.MODULE, request.argv(self.app.workspace), run.path / "export.log",
                     f"exporting {run.run_id} as {fmt} to {out_path}…")
 
     @on(Select.Changed, "#export-format")
@@ -315,7 +312,7 @@ class EvaluateScreen(Screen):
         self.client = self.job_factory(module, args, log_path)
         self._read_messages(job, self.client)
 
-    @work(thread=True, group="evaluate-jobs")
+    @thread_worker("reading the eval worker", group="evaluate-jobs")
     def _read_messages(self, job: str, client: JobClient) -> None:
         forward_job_messages(self, job, client)
 

@@ -8,7 +8,6 @@ events, then done or error); listing and removal run in thread workers (huggingf
 from __future__ import annotations
 
 from rich.markup import escape
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -16,13 +15,13 @@ from textual.screen import Screen
 from textual.widgets import Header, Input, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from workbench.core.errors import UserError
 from workbench.core.hub import describe_progress, format_bytes
 from workbench.core.model_library import format_parameters, list_models, remove_model
 from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
 from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
+from workbench.ui.workers import thread_worker
 
 COLUMNS = ("model", "kind", "family", "params", "size", "last used", "runs")
 
@@ -87,15 +86,12 @@ class ModelsScreen(Screen):
 
     # -- listing --------------------------------------------------------------------------------
     def action_refresh(self) -> None:
-        self.run_worker(self._load, thread=True, exclusive=True, group="models")
+        self._load()
 
+    @thread_worker("listing the models", group="models", exclusive=True)
     def _load(self) -> None:
         worker = get_current_worker()
-        try:
-            entries = list_models(self.app.workspace)
-        except (OSError, UserError) as error:
-            self.app.call_from_thread(self.notify, f"cannot list models: {error}", severity="error")
-            return
+        entries = list_models(self.app.workspace)
         if not worker.is_cancelled:
             self.app.call_from_thread(self._show, entries)
 
@@ -144,7 +140,7 @@ class ModelsScreen(Screen):
         self._follow_pull(self.pull_job)
         self.query_one("#models", Table).focus()
 
-    @work(thread=True, exclusive=True, group="pull")
+    @thread_worker("downloading the model", group="pull", exclusive=True)
     def _follow_pull(self, job: JobClient) -> None:
         forward_job_messages(self, "pull", job)
 
@@ -187,12 +183,8 @@ class ModelsScreen(Screen):
 
         self.app.push_screen(ConfirmScreen(question, "Remove"), confirmed)
 
-    @work(thread=True, group="remove")
+    @thread_worker("removing the model", group="remove")
     def _remove(self, entry) -> None:
-        try:
-            remove_model(entry)
-        except OSError as error:
-            self.app.call_from_thread(self.notify, f"cannot remove {entry.name}: {error}", severity="error")
-            return
+        remove_model(entry)
         self.app.call_from_thread(self.notify, f"removed {entry.name}")
         self.app.call_from_thread(self.action_refresh)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -21,12 +21,15 @@ from textual.screen import Screen
 from textual.widgets import Header, Input, Label, ProgressBar, Static, TabbedContent, TabPane
 
 from workbench.core.hardware import format_report
+from workbench.core.jobs import InspectRequest
 from workbench.core.selftest import METHOD_COLUMNS, METHODS, STAGES, format_selftest, method_row, progress_line
 from workbench.core.models import DEFAULT_MODEL
 from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
+from workbench.ui.workers import thread_worker
 
+from workbench.ui.workers import thread_worker
 
 class SystemScreen(Screen):
     DEFAULT_CSS = """
@@ -200,12 +203,11 @@ class SystemScreen(Screen):
             return
         self.job_failed = False
         self.set_inspect_status(f"analysing {model}…")
-        self.client = self.job_factory("workbench.engine.inspect_model",
-                                       [model, "--workspace", str(self.app.workspace.root), "--rank", rank],
-                                       self.logs / "inspect-model.log")
+        request = InspectRequest(model, int(rank))
+        self.client = self.job_factory(request.MODULE, request.argv(self.app.workspace), self.logs / "inspect-model.log")
         self._read_messages("inspect", self.client)
 
-    @work(thread=True, group="system-jobs")
+    @thread_worker("reading the doctor worker", group="system-jobs")
     def _read_messages(self, job: str, client: JobClient) -> None:
         forward_job_messages(self, job, client)
 

@@ -22,6 +22,8 @@ from rich.text import Text
 from textual.strip import Strip
 from textual_plotext import PlotextPlot
 
+from workbench.ui.workers import thread_worker
+
 Series = tuple[Sequence[float], Sequence[float]]
 Drawing = tuple[Text, list[Strip]]  # plotext's output and the terminal lines it becomes
 # Line colours, fixed so the title row can name them; readable on the dark, light and high-contrast themes.
@@ -123,9 +125,9 @@ class MetricChart(PlotextPlot):
         if self._building != key:
             self._building = key
             base_style = self.visual_style.rich_style  # read here: styles belong to the event loop
-            self.run_worker(lambda: self._build_in_thread(key, base_style), thread=True, exit_on_error=False,
-                            group="chart-build")
+            self._build_in_thread(key, base_style)
 
+    @thread_worker("drawing a chart", group="chart-build")
     def _build_in_thread(self, key: tuple, base_style: Style) -> None:
         drawing = self._build(base_style)
         self.app.call_from_thread(self._swap_in, key, drawing)
