@@ -79,8 +79,9 @@ def main() -> int:
     from workbench.core.runs import open_run
     from workbench.core.workspace import Workspace
     from workbench.engine.build import cpu_has_fast_bf16
+    from workbench.core.jobs import split_path
     from workbench.engine.evaluate import (batched_phase, decode_answer, encode, load_run_model, read_examples,
-                                           split_path, unbatched_phase)
+                                           unbatched_phase)
 
     workspace = Workspace.resolve(args.workspace)
     run = open_run(workspace, args.run)
