@@ -124,13 +124,16 @@ def sentencepiece_style_tokenizer(tokenizer_class, specials):
     return tokenizer
 
 
-@pytest.mark.parametrize("model_type, tokenizer_class, specials", [
-    ("llama", "LlamaTokenizer", ["<unk>", "<s>", "</s>"]),
-    ("mistral", "LlamaTokenizer", ["<unk>", "<s>", "</s>"]),
-    ("gemma2", "GemmaTokenizer", ["<pad>", "<eos>", "<bos>", "<unk>"]),
-])
-def test_sentencepiece_style_vocab_round_trip(tmp_path, model_type, tokenizer_class, specials):
-    """Real Llama 2 / Mistral / Gemma vocabularies: tokens with scores and byte pieces ("llama" in GGUF)."""
+# Real Llama 2 / Mistral / Gemma vocabularies: tokens with scores and byte pieces ("llama" in GGUF).
+SENTENCEPIECE_STYLE = {"llama": ("LlamaTokenizer", ["<unk>", "<s>", "</s>"]),
+                       "mistral": ("LlamaTokenizer", ["<unk>", "<s>", "</s>"]),
+                       "gemma": ("GemmaTokenizer", ["<pad>", "<eos>", "<bos>", "<unk>"]),
+                       "gemma2": ("GemmaTokenizer", ["<pad>", "<eos>", "<bos>", "<unk>"])}
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_style_models(tmp_path_factory):
+    """model type -> a briefly trained tiny model with a sentencepiece-style vocabulary and its f16 GGUF."""
     import torch
     import transformers
     from transformers import AutoModelForCausalLM
@@ -138,16 +141,47 @@ def test_sentencepiece_style_vocab_round_trip(tmp_path, model_type, tokenizer_cl
     from workbench.engine.gguf_export import write_gguf
     from workbench.engine.tiny import tiny_config
 
-    tokenizer = sentencepiece_style_tokenizer(getattr(transformers, tokenizer_class), specials)
-    tokenizer.save_pretrained(tmp_path)
-    config = tiny_config(model_type, vocab_size=len(tokenizer), **LOADER_NEEDS.get(model_type, {}))
-    config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
-    train_briefly(tmp_path)
-    write_gguf(tmp_path, tmp_path / "model.gguf", "f16", name="run-1")
-    reference = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
-    assert_gguf_matches(reference, tmp_path, tmp_path / "model.gguf", "f16")
+    built = {}
+
+    def get(model_type):
+        if model_type not in built:
+            directory = tmp_path_factory.mktemp(f"spm-{model_type}")
+            tokenizer_class, specials = SENTENCEPIECE_STYLE[model_type]
+            tokenizer = sentencepiece_style_tokenizer(getattr(transformers, tokenizer_class), specials)
+            tokenizer.save_pretrained(directory)
+            config = tiny_config(model_type, vocab_size=len(tokenizer), **LOADER_NEEDS.get(model_type, {}))
+            config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+            torch.manual_seed(0)
+            AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+            train_briefly(directory)
+            write_gguf(directory, directory / "model.gguf", "f16", name="run-1")
+            built[model_type] = directory
+        return built[model_type]
+
+    return get
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral", "gemma2"])  # transformers cannot load gemma 1 GGUF
+def test_sentencepiece_style_vocab_round_trip(sentencepiece_style_models, model_type):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model_dir = sentencepiece_style_models(model_type)
+    reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    assert_gguf_matches(reference, model_dir, model_dir / "model.gguf", "f16")
+
+
+@pytest.mark.parametrize("model_type", list(SENTENCEPIECE_STYLE))
+def test_sentencepiece_style_vocab_in_llama_cpp(sentencepiece_style_models, model_type):
+    """Only where llama-cpp-python is installed (not in CI): llama.cpp tokenizes with the scores and byte
+    pieces as the HF tokenizer does and answers like the model (gemma 1's only end-to-end check)."""
+    pytest.importorskip("llama_cpp")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model_dir = sentencepiece_style_models(model_type)
+    reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    assert_llama_cpp_matches(reference, model_dir, model_dir / "model.gguf", "f16")
 
 
 def test_gguf_layout_for_llama_cpp(tiny_models, tmp_path):
