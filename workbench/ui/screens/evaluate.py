@@ -338,7 +338,7 @@ class EvaluateScreen(Screen):
             self.show_results(metrics, read_predictions(Path(metrics["files"]["predictions"])))
             self.set_status(f"done: {metrics['num_examples']} examples · ctrl+o: report path")
         elif kind == "result" and message.job == "export":
-            self.set_status(f"exported to {data['out']} ({len(data['files'])} files, {data['bytes'] / 1e6:.1f} MB)")
+            self.set_status(f"exported to {data['out']} ({len(data['files'])} files, {human_size(data['bytes'])})")
             sizes = data.get("sizes") or {}
             listing = "\n".join(f"{human_size(size):>9}  {name}" for name, size in sizes.items())
             if data.get("hub_url"):
