@@ -304,3 +304,20 @@ def test_memory_estimate_counts_no_cuda_context_without_cuda():
     on_gpu, on_cpu = estimate_memory(config, shape), estimate_memory(config, shape, cuda=False)
     assert on_gpu.total_bytes - on_cpu.total_bytes == CUDA_CONTEXT_BYTES
     assert "CUDA context" in dict(on_gpu.rows()) and "CUDA context" not in dict(on_cpu.rows())
+
+
+def test_every_preset_is_trainable_on_a_model_of_its_family(workspace, tmp_path):
+    """No preset a user can pick is refused by `train` (encoder-decoder ones included)."""
+    from workbench.core.family import get_family
+    from workbench.core.newrun import check_trainable
+
+    presets = list_presets(workspace)
+    assert {"bart-lora", "bart-qlora", "t5-lora", "t5-qlora"} <= {preset.name for preset in presets}
+    for preset in presets:
+        family = get_family(preset.data["family"])
+        model_dir = tmp_path / preset.name
+        model_dir.mkdir()
+        (model_dir / "config.json").write_text(json.dumps({"model_type": family.check_model_types[0]}))
+        config = validate_config({**preset.data, "model": {"name_or_path": str(model_dir)}}, preset.name)
+        check_trainable(config, workspace)  # raises UserError for a refused preset
+        assert config.task == family.task, preset.name

@@ -181,3 +181,25 @@ async def test_tool_calls_preference_and_text_files_are_explained(workspace, tmp
         await set_input(pilot, screen, "#name", "book")
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: (workspace.datasets / "book" / "manifest.json").exists())
+
+
+async def test_an_encoder_decoder_gets_a_source_and_a_target_histogram(workspace, tmp_path):
+    from workbench.engine.tiny import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "tiny-t5", "t5")
+    source = tmp_path / "summaries.jsonl"
+    source.write_text("".join(json.dumps({"dialogue": f"A: 회의 몇 시?\nB: {i}시요.", "summary": f"회의는 {i}시"},
+                                         ensure_ascii=False) + "\n" for i in range(10)), encoding="utf-8")
+    screen = DataScreen()
+    async with DataApp(workspace, screen).run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: screen.prepared is not None)
+        await set_input(pilot, screen, "#path", str(source), submit=True)
+        await wait_until(pilot, lambda: screen.prepared is not None and screen.prepared.source.path == source)
+        await set_input(pilot, screen, "#model", str(model_dir))
+        await set_input(pilot, screen, "#max-target-length", "3")
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: screen.stats is not None)
+        histogram = text_of(screen, "#histogram")
+        assert "source tokens (cut at 1024)" in histogram and "target tokens (cut at 3)" in histogram
+        assert "source" in text_of(screen, "#stats") and "target >3: 100.0%" in text_of(screen, "#stats")
+        assert "max_target_length 3" in text_of(screen, "#status")

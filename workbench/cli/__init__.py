@@ -16,7 +16,8 @@ from workbench import __version__
 from workbench.core.errors import UserError
 from workbench.core.workspace import Workspace
 
-COMMAND_MODULES = ["demo", "doctor", "data", "presets", "train", "runs", "generate", "evaluate", "export", "models"]
+COMMAND_MODULES = ["demo", "doctor", "data", "presets", "train", "runs", "generate", "evaluate", "export", "models",
+                   "feedback"]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -21,7 +21,10 @@ def register(subparsers) -> None:
     inspect = actions.add_parser("inspect", help="detected format, schema, validation and token-length statistics")
     inspect.add_argument("file", help=".jsonl .json .csv .tsv .parquet .txt .md or a datasets.save_to_disk directory")
     inspect.add_argument("--model", help="measure token lengths with this model's tokenizer and chat template")
-    inspect.add_argument("--max-length", type=int, default=1024, help="cutoff length to check (default 1024)")
+    inspect.add_argument("--max-length", type=int, default=1024,
+                         help="cutoff length to check (default 1024); an encoder-decoder's source cutoff")
+    inspect.add_argument("--max-target-length", type=int, metavar="N",
+                         help="an encoder-decoder's target cutoff (default: --max-length)")
     inspect.add_argument("--sample", type=int, default=100_000, metavar="N",
                          help="measure token lengths on a seeded sample of N rows when there are more "
                               "(default 100000; 0 measures every row)")
@@ -97,21 +100,35 @@ def _print_report(report: dict[str, Any]) -> None:
         print(f"note         {line}")
 
 
+def _print_histogram(title: str, hist: dict[str, list[int]]) -> None:
+    peak = max(hist["counts"]) or 1
+    print(f"\n{title}")
+    for low, high, count in zip(hist["edges"], hist["edges"][1:], hist["counts"]):
+        print(f"{low:>7}-{high - 1:<7} {'#' * max(1 if count else 0, round(40 * count / peak)):40} {count}")
+
+
 def _print_stats(stats: dict[str, Any]) -> None:
     sampled = (f", estimated from a sample of {stats['measured_rows']:,} of {stats['rows']:,} rows"
                if stats["measured_rows"] < stats["rows"] else "")
-    print(f"\ntoken lengths ({stats['model']}, chat template: {stats['chat_template']}, "
-          f"max_length {stats['max_length']}{sampled})")
+    seq2seq = stats["task"] == "seq2seq"
+    limits = (f"max_source_length {stats['max_source_length']}, max_target_length {stats['max_target_length']}"
+              if seq2seq else f"max_length {stats['max_length']}")
+    print(f"\ntoken lengths ({stats['model']}, chat template: {stats['chat_template']}, {limits}{sampled})")
     columns = ["min", "median", "p95", "p99", "max", "mean"]
-    print_table(["", *columns], [[part, *(stats[part][c] for c in columns)] for part in ("prompt", "response", "total")])
-    hist = stats["histogram"]
-    peak = max(hist["counts"]) or 1
-    print("\ntotal tokens")
-    for low, high, count in zip(hist["edges"], hist["edges"][1:], hist["counts"]):
-        print(f"{low:>7}-{high - 1:<7} {'#' * max(1 if count else 0, round(40 * count / peak)):40} {count}")
-    print(f"\ntruncated at {stats['max_length']}: {stats['truncated_share']:.2%} of rows "
-          f"(prompt cut {stats['prompt_truncated_share']:.2%}, answer cut {stats['response_truncated_share']:.2%}); "
-          f"suggested max_length {stats['suggested_max_length']} (covers p99)")
+    parts = ("source", "target") if seq2seq else ("prompt", "response", "total")
+    print_table(["", *columns], [[part, *(stats[part][c] for c in columns)] for part in parts])
+    if seq2seq:
+        _print_histogram("source tokens", stats["histograms"]["source"])
+        _print_histogram("target tokens", stats["histograms"]["target"])
+        print(f"\ntruncated: {stats['truncated_share']:.2%} of rows (source cut {stats['source_truncated_share']:.2%}, "
+              f"target cut {stats['target_truncated_share']:.2%}); suggested max_source_length "
+              f"{stats['suggested_max_source_length']}, max_target_length {stats['suggested_max_target_length']} "
+              f"(cover p99)")
+    else:
+        _print_histogram("total tokens", stats["histogram"])
+        print(f"\ntruncated at {stats['max_length']}: {stats['truncated_share']:.2%} of rows "
+              f"(prompt cut {stats['prompt_truncated_share']:.2%}, answer cut {stats['response_truncated_share']:.2%}); "
+              f"suggested max_length {stats['suggested_max_length']} (covers p99)")
     if stats["warning"]:
         print(f"warning: {stats['warning']}", file=sys.stderr)
 
@@ -127,7 +144,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     stats = None
     if tok is not None:
         stats = token_statistics([row.messages for row in prepared.rows], tok, args.max_length, sample=args.sample,
-                                 tools=[row.tools for row in prepared.rows])
+                                 tools=[row.tools for row in prepared.rows], max_target_length=args.max_target_length)
     if args.json:
         print_json({**report, "token_stats": stats})
         return 0

@@ -25,6 +25,9 @@ def register(subparsers) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a run.yaml field by dotted path, e.g. --set lora.r=8 (repeatable)")
     parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    parser.add_argument("--init-adapter", metavar="RUN|DIR",
+                        help="continue this adapter: a run id (RUN@STEP for a checkpoint) or an adapter directory; "
+                        "its base model and LoRA shape are kept, optimizer and LR schedule start fresh")
     parser.add_argument("--run-id", help="name of the run directory (default: run-<date>-<time>-<hex>)")
     parser.add_argument("--detach", action="store_true", help="return as soon as the trainer has started")
     parser.add_argument("--json", action="store_true", help="print events as JSON lines")
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.data:
             raise UserError("--data is required with --preset")
-        config = resolve_config(workspace, args.preset, args.data, args.model, args.overrides, args.max_steps)
+        config = resolve_config(workspace, args.preset, args.data, args.model, args.overrides, args.max_steps,
+                                args.init_adapter)
     check_hub_model(config.model, workspace)
     run_dir = create_run(workspace, config, args.run_id)
     launch(run_dir)
@@ -71,11 +75,14 @@ def reproduce_config(workspace, args: argparse.Namespace):
     """`--config run.yaml`: the saved config, with --data/--model/--max-steps/--set applied on top."""
     from pathlib import Path
 
-    from workbench.core.config import apply_overrides, config_to_dict, load_run_config, validate_config
+    from workbench.core.config import apply_overrides, config_to_dict, deep_merge, load_run_config, validate_config
+    from workbench.core.lineage import inherited_layer, resolve_init_adapter
     from workbench.core.models import resolve_model
     from workbench.core.newrun import resolve_dataset_dir
 
     base = config_to_dict(load_run_config(Path(args.config)))
+    if args.init_adapter:
+        base = deep_merge(base, inherited_layer(resolve_init_adapter(args.init_adapter, workspace), workspace))
     if args.data:
         base["data"]["path"] = str(resolve_dataset_dir(args.data, workspace))
     if args.model:

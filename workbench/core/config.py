@@ -141,6 +141,18 @@ class DistributedSection(_Section):
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "auto"
 
 
+class ParentSection(_Section):
+    """The adapter a run continues from (`train --init-adapter`, `feedback train`): its weights start the
+    run's LoRA; optimizer state and LR schedule are the run's own."""
+
+    run_id: str | None = Field(None, description="the parent run; None for a bare adapter directory")
+    adapter_path: str
+    via: Literal["init-adapter", "feedback"] = "init-adapter"
+    feedback_rows: int | None = Field(None, ge=0, description="feedback train: rows from the playground")
+    replay_rows: int | None = Field(None, ge=0, description="feedback train: rows replayed from the parent's split")
+    replay_share: float | None = Field(None, ge=0.0, lt=1.0, description="feedback train: share asked for")
+
+
 class RunConfig(_Section):
     preset: str | None = None
     description: str | None = None
@@ -153,6 +165,8 @@ class RunConfig(_Section):
     quantization: QuantizationSection = Field(default_factory=QuantizationSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
     distributed: DistributedSection = Field(default_factory=DistributedSection)
+    # Left out of run.yaml (and the Presets screen) when the run starts from a fresh adapter.
+    parent: ParentSection | None = Field(None, exclude_if=lambda value: value is None)
 
     @model_validator(mode="after")
     def _method_matches_sections(self):

@@ -61,9 +61,14 @@ def feedback_row(question: str, answer: str, rating: Rating, *, edited: bool = F
 
 
 def append_feedback(workspace: Workspace, row: dict[str, Any]) -> Path:
-    """Append one row as one line, safe against concurrent writers (TUI and CLI) and torn last lines.
-    Returns the file it went to."""
+    """Append one row; returns the file it went to."""
     path = feedback_path(workspace, rejected=is_rejected(row))
+    append_jsonl(path, row)
+    return path
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """Append one row as one line, safe against concurrent writers (TUI and CLI) and torn last lines."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(row, ensure_ascii=False) + "\n"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -76,12 +81,11 @@ def append_feedback(workspace: Workspace, row: dict[str, Any]) -> Path:
         os.fsync(fd)
     finally:
         os.close(fd)  # releases the lock
-    return path
 
 
-def read_feedback(workspace: Workspace, rejected: bool = False) -> list[dict[str, Any]]:
-    """Every well-formed row; a torn line left by a crash is skipped."""
-    path = feedback_path(workspace, rejected)
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every well-formed object of a JSON-lines file (none when it is missing); a torn line left by a crash
+    is skipped."""
     if not path.exists():
         return []
     rows = []
@@ -90,6 +94,11 @@ def read_feedback(workspace: Workspace, rejected: bool = False) -> list[dict[str
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(row, dict) and "messages" in row:
+        if isinstance(row, dict):
             rows.append(row)
     return rows
+
+
+def read_feedback(workspace: Workspace, rejected: bool = False) -> list[dict[str, Any]]:
+    """Every well-formed row."""
+    return [row for row in read_jsonl(feedback_path(workspace, rejected)) if "messages" in row]

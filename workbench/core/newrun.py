@@ -11,6 +11,7 @@ from typing import Any
 from workbench.core import atomic, distributed
 from workbench.core.config import RunConfig, apply_overrides, config_to_dict, deep_merge, validate_config
 from workbench.core.errors import UserError
+from workbench.core.lineage import check_continuation, inherited_layer, resolve_init_adapter
 from workbench.core.models import resolve_model
 from workbench.core.presets import load_preset
 from workbench.core.runs import RunDir, new_run_id
@@ -36,8 +37,14 @@ def resolve_config(
     model: str | None = None,
     overrides: list[str] | None = None,
     max_steps: int | None = None,
+    init_adapter: str | None = None,
 ) -> RunConfig:
+    """`init_adapter` (a run id, `RUN@STEP` or an adapter directory) continues that adapter: its base model
+    and LoRA shape come between the preset and what the user sets (core/lineage.py)."""
     chosen = load_preset(preset, workspace)
+    base = chosen.data
+    if init_adapter:
+        base = deep_merge(base, inherited_layer(resolve_init_adapter(init_adapter, workspace), workspace))
     layer: dict[str, Any] = {"preset": chosen.name, "data": {"path": str(resolve_dataset_dir(data, workspace))}}
     if model:
         layer["model"] = {"name_or_path": model}
@@ -45,7 +52,7 @@ def resolve_config(
         if max_steps < 1:
             raise UserError(f"--max-steps {max_steps}: must be at least 1")
         layer.setdefault("training", {})["max_steps"] = max_steps
-    merged = apply_overrides(deep_merge(chosen.data, layer), overrides or [])
+    merged = apply_overrides(deep_merge(base, layer), overrides or [])
     config = validate_config(merged, "--set" if overrides else str(chosen.path))
     check_trainable(config, workspace)  # early, for the New-run review; create_run checks again
     for section_file in (config.data.train_file, config.data.val_file, config.data.test_file):
@@ -53,6 +60,7 @@ def resolve_config(
             raise UserError(f"data file {section_file!r}: must be a file name inside the dataset directory")
     check_data_paths(config)  # an override of data.path or data.train_file names what it points at
     resolve_model(config.model.name_or_path, workspace)  # a missing model is a user error now, not in the child
+    check_continuation(config, workspace)
     return config
 
 
@@ -86,6 +94,7 @@ def create_run(workspace: Workspace, config: RunConfig, run_id: str | None = Non
     if run.path.exists():
         raise UserError(f"run id {run_id!r} already exists in {workspace.runs}")
     check_trainable(config, workspace)
+    check_continuation(config, workspace)  # also for `train --config` of a child run: its parent must still fit
     distributed.check_here(config)  # a multi-GPU setup this machine cannot run is refused before any write
     run.path.mkdir(parents=True)
     atomic.write_yaml(run.config_path, config_to_dict(config))

@@ -204,6 +204,7 @@ class RunDir:
             config = None
         config = config if isinstance(config, dict) else {}
         model = config.get("model") if isinstance(config.get("model"), dict) else {}
+        parent = config.get("parent") if isinstance(config.get("parent"), dict) else {}
         first_time = events[0].get("time") if events else status.get("created")
         last_time = events[-1].get("time") if events else status.get("updated")
         return {
@@ -221,6 +222,9 @@ class RunDir:
             "created": status.get("created"),
             "error": (end or {}).get("error") or status.get("error"),
             "adapter": str(self.adapter_path) if self.has_adapter else None,
+            # lineage: the run (else the adapter directory) this one continued, and how
+            "parent": parent.get("run_id") or parent.get("adapter_path"),
+            "parent_via": parent.get("via"),
         }
 
 

@@ -155,8 +155,27 @@ def build_causal_trainer(config: RunConfig, model, tokenizer, args, train, evalu
     return trainer, layout, padding_free
 
 
+def load_parent_adapter(model, adapter_dir: str) -> None:
+    """The parent adapter's weights into the freshly wrapped PEFT model, still trainable (PEFT's own loader
+    and setter). core/lineage.py refused a different shape before the run existed; a file that still does
+    not fit (edited since) is named here instead of training a half-loaded adapter."""
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+    weights = load_peft_weights(adapter_dir, device="cpu")
+    try:
+        result = set_peft_model_state_dict(model, weights, adapter_name="default")
+    except RuntimeError as error:  # a size mismatch
+        raise UserError(f"--init-adapter {adapter_dir}: its weights do not fit this run's LoRA: "
+                        f"{str(error).splitlines()[-1].strip()[:200]}") from None
+    own = [key for key in result.missing_keys if "lora_" in key or "modules_to_save" in key]
+    if result.unexpected_keys or own:
+        names = (result.unexpected_keys or own)[:2]
+        raise UserError(f"--init-adapter {adapter_dir}: {len(result.unexpected_keys)} unexpected and {len(own)} "
+                        f"missing adapter weights (e.g. {', '.join(names)}): not this run's LoRA shape")
+
+
 def build_trainer(config: RunConfig, workspace: Workspace, session):
-    from transformers import EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback, set_seed
 
     run = session.run
     if config.training.report_to_tensorboard:
@@ -192,12 +211,19 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     if config.training.early_stopping_patience and evaluation is not None:
         callbacks.append(EarlyStoppingCallback(config.training.early_stopping_patience,
                                                config.training.early_stopping_threshold))
+    # The adapter's random initialisation happens while the trainer is built: seed it, or two runs of one
+    # config start from different adapters (the Trainer seeds only after the model is wrapped).
+    set_seed(config.training.seed)
     if seq2seq:
         trainer, layout = build_seq2seq_trainer(config, model, tokenizer, args, train, evaluation, callbacks)
         padding_free = False  # dynamic padding: encoder-decoder batches are not concatenated
     else:
         trainer, layout, padding_free = build_causal_trainer(config, model, tokenizer, args, train, evaluation,
                                                              callbacks, log)
+    if config.parent is not None and session.resume_from is None:  # a resumed run's checkpoint holds its weights
+        load_parent_adapter(trainer.model, config.parent.adapter_path)
+        log(f"continuing from the adapter {config.parent.adapter_path}"
+            f"{f' of run {config.parent.run_id}' if config.parent.run_id else ''} (fresh optimizer and LR schedule)")
     log(f"precision {precision}, gradient checkpointing {'on' if checkpointing else 'off'}, {layout}, "
         f"{len(train)} training rows")
     trainable, total = count_parameters(trainer.model)
@@ -208,6 +234,8 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
         "world_size": args.world_size, "attention": trainer.model.config._attn_implementation,
         "liger_kernel": args.use_liger_kernel, "gradient_checkpointing": checkpointing, "padding_free": padding_free,
         "resumed_from_step": int(session.resume_from.name.rsplit("-", 1)[1]) if session.resume_from else None,
+        "parent_run": config.parent.run_id if config.parent else None,
+        "init_adapter": config.parent.adapter_path if config.parent else None,
     }))
     trainer.add_callback(ControlCallback(run, session.writer, session))
     return trainer

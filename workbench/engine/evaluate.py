@@ -32,7 +32,8 @@ from workbench.core.runs import RunDir, open_run
 from workbench.core.workspace import Workspace
 from workbench.engine.protocol import emit, run_task
 from workbench.core.data.messages import Message, describe_calls, display_text, parse_tool_calls
-from workbench.engine.seq2seq import cutoffs, encode_pair, source_text
+from workbench.core.seq2seq import source_text
+from workbench.engine.seq2seq import cutoffs, encode_pair
 from workbench.engine.sft_data import keeps_reasoning, render, row_messages, row_tools
 
 SPLITS = ("test", "val", "train")
@@ -124,8 +125,8 @@ def encode(tokenizer, example: Example, config: RunConfig) -> tuple[list[int], l
     """Prompt ids and answer ids: for a causal LM the prompt is cut from the left so that both fit in
     max_length; for an encoder-decoder they are the source and target exactly as the trainer made them."""
     if config.task == "seq2seq":
-        pair = encode_pair(tokenizer, source_text([*example.history, example.reference]), example.reference.content,
-                           *cutoffs(config))
+        source = source_text([*example.history, example.reference], config.family)
+        pair = encode_pair(tokenizer, source, example.reference.content, *cutoffs(config))
         return pair["input_ids"], pair["labels"]
     max_length = config.training.max_length
     prompt_text, answer_text = render_example(tokenizer, example)

@@ -36,8 +36,10 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 from transformers.generation.streamers import BaseStreamer
 
 from workbench.core.config import ModelSection, QuantizationSection
-from workbench.core.data.messages import describe_calls, normalize_tools, parse_tool_calls
+from workbench.core.data.messages import Message, describe_calls, normalize_tools, parse_tool_calls
 from workbench.core.errors import UserError
+from workbench.core.family import family_of_config
+from workbench.core.seq2seq import source_text
 from workbench.core.generation import (
     BASE,
     GenerationParams,
@@ -214,7 +216,9 @@ class Playground:
         tokenize = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         if self.is_encoder_decoder:  # the encoder reads plain text cut at its end, as in training; the answer has
             # its own budget
-            source = "\n\n".join(part for part in (system, prompt) if part and part.strip())
+            family = family_of_config(self.model.config.to_dict())
+            turns = [Message("system", (system or "").strip()), Message("user", prompt), Message("assistant", "")]
+            source = source_text(turns, family.name if family else None)
             with_specials = self.tokenizer(source)["input_ids"]
             return with_specials[:context], max(0, len(with_specials) - context)
         if raw:

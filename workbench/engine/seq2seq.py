@@ -1,7 +1,6 @@
 """Encoder-decoder runs (BART/KoBART, T5/mT5): prepared rows -> source/target pairs, the Seq2SeqTrainer.
 
-The encoder reads the prompt as plain text (no chat template: these models were never trained on one):
-the system message and the turns before the answer, one per paragraph. The decoder learns the answer;
+The encoder reads the prompt as plain text (core.seq2seq.source_text). The decoder learns the answer;
 the loss covers the answer tokens only. Batches are padded dynamically (DataCollatorForSeq2Seq); the
 source and the target each have their own cutoff (training.max_source_length / max_target_length).
 """
@@ -10,12 +9,8 @@ from __future__ import annotations
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import UserError
+from workbench.core.seq2seq import source_text
 from workbench.engine.sft_data import read_rows, row_messages
-
-
-def source_text(messages) -> str:
-    """The encoder's input: every message before the answer, as paragraphs."""
-    return "\n\n".join(m.content for m in messages[:-1] if m.content)
 
 
 def cutoffs(config: RunConfig) -> tuple[int, int]:
@@ -52,7 +47,8 @@ def load_pairs(config: RunConfig, file_name: str | None, tokenizer):
         messages = row_messages(row, data.system_prompt)
         if len(messages) < 2:
             raise UserError(f"{path} line {number}: a seq2seq row needs a prompt before the answer")
-        pairs.append(encode_pair(tokenizer, source_text(messages), messages[-1].content, max_source, max_target))
+        pairs.append(encode_pair(tokenizer, source_text(messages, config.family), messages[-1].content, max_source,
+                                 max_target))
     return Dataset.from_list(pairs)
 
 

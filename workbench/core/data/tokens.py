@@ -5,6 +5,9 @@ is rendered with jinja2's sandbox the way transformers renders it. Prompt = ever
 last assistant message, rendered with add_generation_prompt=True; response = the rest of the full
 rendering (the answer plus the end-of-turn tokens), which is what the trainer learns.
 
+An encoder-decoder model (BART, T5) has no chat template: its source (core.seq2seq.source_text) and its
+target (the answer, ending in EOS) are counted separately, each against its own cutoff.
+
 Speed: each conversation shape (its sequence of roles) is rendered once with placeholders, so a row's
 length is the template's own tokens plus its contents' tokens. That shortcut is checked against the
 full rendering on a sample of rows and abandoned (everything rendered) if they ever differ.
@@ -24,7 +27,9 @@ from workbench.core.data.messages import Conversation, Message, template_message
 from workbench.core.data.formats import TextSplit
 from workbench.core.data.prepare import bulk_allocation
 from workbench.core.errors import UserError
+from workbench.core.family import family_of_config
 from workbench.core.models import ModelRef, resolve_model
+from workbench.core.seq2seq import source_text
 from workbench.core.workspace import Workspace
 
 # Used when a model ships no chat template (base models such as KoGPT-2); the trainer falls back to it too.
@@ -85,7 +90,7 @@ def _model_files(ref: ModelRef) -> Path:
         from huggingface_hub import hf_hub_download
 
         tokenizer_file = Path(hf_hub_download(ref.spec, "tokenizer.json"))
-        for optional in ("tokenizer_config.json", "chat_template.jinja"):
+        for optional in ("tokenizer_config.json", "chat_template.jinja", "config.json"):
             try:
                 hf_hub_download(ref.spec, optional)
             except Exception:  # noqa: BLE001 - optional files may legitimately be absent
@@ -118,6 +123,14 @@ class ChatTokenizer:
         self.template = self._compile(chat_template)
         # Reasoning is rendered where the template has a place for it, else dropped (and counted).
         self.keeps_reasoning = template_supports_reasoning(chat_template)
+        model_config_file = directory / "config.json"
+        model_config = json.loads(model_config_file.read_text(encoding="utf-8")) if model_config_file.exists() else {}
+        family = family_of_config(model_config)
+        self.family = family.name if family else None
+        self.encoder_decoder = bool(model_config.get("is_encoder_decoder")) or (family is not None
+                                                                                 and family.task == "seq2seq")
+        if self.encoder_decoder:
+            self.template_source = "none (encoder-decoder: plain source text)"
 
     @staticmethod
     def _stored_template(directory: Path, config: dict) -> str | None:
@@ -179,6 +192,20 @@ class ChatTokenizer:
                     else messages[-1].content + (self.special["eos_token"] or ""))
         a, b = self.count([prompt, response])
         return a, b
+
+    def source_target_lengths(self, conversations: Sequence[Conversation]) -> tuple[list[int], list[int]]:
+        """An encoder-decoder's token counts as its trainer makes them: the source with the tokenizer's
+        special tokens; the target likewise, plus the EOS appended when the tokenizer does not end with it."""
+        sources = [source_text(messages, self.family) for messages in conversations]
+        eos = self.tokenizer.token_to_id(self.special["eos_token"]) if self.special["eos_token"] else None
+        source_counts, target_counts = [], []
+        for start in range(0, len(conversations), _BATCH):
+            chunk = conversations[start:start + _BATCH]
+            encoded = self.tokenizer.encode_batch_fast(sources[start:start + _BATCH], add_special_tokens=True)
+            source_counts.extend(len(e) for e in encoded)
+            targets = self.tokenizer.encode_batch_fast([m[-1].content for m in chunk], add_special_tokens=True)
+            target_counts.extend(len(e) + (eos is not None and (not e.ids or e.ids[-1] != eos)) for e in targets)
+        return source_counts, target_counts
 
 
 class RowTemplateError(ValueError):
@@ -332,7 +359,7 @@ def length_stats(prompts: Sequence[int], responses: Sequence[int], max_length: i
     prompt_cut = sum(1 for p in prompts if p > max_length)
     response_cut = sum(1 for p, t in zip(prompts, totals) if p <= max_length < t)
     stats = {
-        "rows": rows, "measured_rows": rows, "max_length": max_length,
+        "task": "causal_lm", "rows": rows, "measured_rows": rows, "max_length": max_length,
         "prompt": _summary(prompts), "response": _summary(responses), "total": _summary(totals),
         "histogram": histogram(totals),
         "truncated_rows": prompt_cut + response_cut, "truncated_share": (prompt_cut + response_cut) / rows,
@@ -347,6 +374,38 @@ def length_stats(prompts: Sequence[int], responses: Sequence[int], max_length: i
             f"({stats['prompt_truncated_share']:.1%} lose part of the prompt, "
             f"{stats['response_truncated_share']:.1%} part of the answer); "
             f"max_length {stats['suggested_max_length']} covers 99%"
+        )
+    return stats
+
+
+def seq2seq_length_stats(sources: Sequence[int], targets: Sequence[int], max_source_length: int,
+                         max_target_length: int) -> dict[str, Any]:
+    """Statistics and a histogram of source and of target lengths, each cut at its own maximum."""
+    if not sources:
+        raise UserError("no rows to measure")
+    rows = len(sources)
+    source_cut = sum(1 for n in sources if n > max_source_length)
+    target_cut = sum(1 for n in targets if n > max_target_length)
+    either_cut = sum(1 for s, t in zip(sources, targets) if s > max_source_length or t > max_target_length)
+    stats = {
+        "task": "seq2seq", "rows": rows, "measured_rows": rows,
+        "max_source_length": max_source_length, "max_target_length": max_target_length,
+        "source": _summary(sources), "target": _summary(targets),
+        "histograms": {"source": histogram(sources), "target": histogram(targets)},
+        "truncated_rows": either_cut, "truncated_share": either_cut / rows,
+        "source_truncated_rows": source_cut, "source_truncated_share": source_cut / rows,
+        "target_truncated_rows": target_cut, "target_truncated_share": target_cut / rows,
+    }
+    stats["suggested_max_source_length"] = suggest_max_length(stats["source"]["p99"])
+    stats["suggested_max_target_length"] = suggest_max_length(stats["target"]["p99"])
+    stats["warning"] = None
+    if stats["truncated_share"] > WARN_SHARE:
+        stats["warning"] = (
+            f"{stats['truncated_share']:.1%} of rows exceed a cutoff ({stats['source_truncated_share']:.1%} lose "
+            f"part of the source beyond max_source_length {max_source_length}, "
+            f"{stats['target_truncated_share']:.1%} part of the target beyond max_target_length "
+            f"{max_target_length}); max_source_length {stats['suggested_max_source_length']} and "
+            f"max_target_length {stats['suggested_max_target_length']} cover 99%"
         )
     return stats
 
@@ -370,17 +429,26 @@ DEFAULT_SAMPLE = 100_000
 
 def token_statistics(conversations: Sequence[Conversation], tok: ChatTokenizer, max_length: int,
                      sample: int | None = DEFAULT_SAMPLE, seed: int = 0,
-                     tools: Sequence[str] | None = None) -> dict[str, Any]:
+                     tools: Sequence[str] | None = None, max_target_length: int | None = None) -> dict[str, Any]:
     """Length statistics of every row (its tool definitions rendered by the template count too), or of a
     seeded uniform sample of `sample` rows when there are more (then labelled: `measured_rows` < `rows`;
-    a share near 6% is estimated within ±0.15 points at 100,000 rows)."""
-    if max_length < 1:
-        raise UserError(f"--max-length {max_length}: must be a positive number of tokens")
+    a share near 6% is estimated within ±0.15 points at 100,000 rows). For an encoder-decoder, max_length
+    is the source's cutoff and max_target_length the target's (max_length when not given)."""
+    for flag, value in (("--max-length", max_length), ("--max-target-length", max_target_length)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: must be a positive number of tokens")
     measured, measured_tools = conversations, tools
     if sample and len(conversations) > sample:
         chosen = sorted(random.Random(seed).sample(range(len(conversations)), sample))
         measured = [conversations[i] for i in chosen]
         measured_tools = [tools[i] for i in chosen] if tools else None
+    if tok.encoder_decoder:
+        with bulk_allocation():
+            sources, targets = tok.source_target_lengths(measured)
+        stats = seq2seq_length_stats(sources, targets, max_length, max_target_length or max_length)
+        stats.update(rows=len(conversations), measured_rows=len(measured), model=tok.name, method="plain text",
+                     chat_template=tok.template_source, reasoning_turns=0, reasoning=None)
+        return stats
     with bulk_allocation():
         prompts, responses, method = measure(tok, measured, measured_tools)
     stats = length_stats(prompts, responses, max_length)

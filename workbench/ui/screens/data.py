@@ -71,17 +71,25 @@ def clip(text: str, width: int) -> str:
     return text + "…"
 
 
-def histogram_text(stats: dict[str, Any]) -> Text:
-    hist = stats["histogram"]
+def _bars(text: Text, hist: dict[str, list[int]], limit: int) -> None:
+    """One bar per bin; red where the bin reaches past the cutoff."""
     peak = max(hist["counts"]) or 1
-    limit = stats["max_length"]
-    text = Text()
     for low, high, count in zip(hist["edges"], hist["edges"][1:], hist["counts"]):
         bar = "█" * (round(BAR_WIDTH * count / peak) or (1 if count else 0))
         style = "red" if high - 1 > limit else "green"
         text.append(f"{low:>6}-{high - 1:<6} ")
         text.append(f"{bar:<{BAR_WIDTH}}", style=style)
         text.append(f" {count}\n")
+
+
+def histogram_text(stats: dict[str, Any]) -> Text:
+    text = Text()
+    if stats["task"] != "seq2seq":
+        _bars(text, stats["histogram"], stats["max_length"])
+        return text
+    for part in ("source", "target"):  # an encoder-decoder: each has its own cutoff
+        text.append(f"{part} tokens (cut at {stats[f'max_{part}_length']})\n", style="bold")
+        _bars(text, stats["histograms"][part], stats[f"max_{part}_length"])
     return text
 
 
@@ -91,14 +99,23 @@ def stats_text(stats: dict[str, Any]) -> Text:
                 else f"{stats['rows']:,} rows")
     text.append(f"{measured} · {stats['model']} · template: {stats['chat_template']}\n")
     text.append(f"{'':9}{'min':>7}{'median':>8}{'p95':>7}{'p99':>7}{'max':>7}\n", style="bold")
-    for part in ("prompt", "response", "total"):
+    seq2seq = stats["task"] == "seq2seq"
+    for part in ("source", "target") if seq2seq else ("prompt", "response", "total"):
         s = stats[part]
         text.append(f"{part:9}{s['min']:>7}{s['median']:>8}{s['p95']:>7}{s['p99']:>7}{s['max']:>7}\n")
-    text.append(
-        f"cut at {stats['max_length']}: {stats['truncated_share']:.1%} of rows "
-        f"(prompt {stats['prompt_truncated_share']:.1%}, answer {stats['response_truncated_share']:.1%}) · "
-        f"suggested max_length {stats['suggested_max_length']}\n"
-    )
+    if seq2seq:
+        text.append(
+            f"cut: {stats['truncated_share']:.1%} (source >{stats['max_source_length']}: "
+            f"{stats['source_truncated_share']:.1%}, target >{stats['max_target_length']}: "
+            f"{stats['target_truncated_share']:.1%}) · suggested {stats['suggested_max_source_length']}/"
+            f"{stats['suggested_max_target_length']}\n"
+        )
+    else:
+        text.append(
+            f"cut at {stats['max_length']}: {stats['truncated_share']:.1%} of rows "
+            f"(prompt {stats['prompt_truncated_share']:.1%}, answer {stats['response_truncated_share']:.1%}) · "
+            f"suggested max_length {stats['suggested_max_length']}\n"
+        )
     if stats.get("reasoning"):
         how = ("kept: the chat template renders reasoning_content" if stats["reasoning"] == "kept"
                else "dropped: the chat template has no place for it")
@@ -115,7 +132,7 @@ class DataScreen(Screen):
     DataScreen Input, DataScreen Input:focus { border: none; height: 1; padding: 0 1; }
     DataScreen #path { width: 1fr; }
     DataScreen #model { width: 1fr; }
-    DataScreen #max-length { width: 8; }
+    DataScreen #max-length, DataScreen #max-target-length { width: 7; }
     DataScreen .field { width: 1fr; margin-right: 1; }
     DataScreen #tabs { height: 1fr; }
     DataScreen TabPane { height: 1fr; }
@@ -180,7 +197,9 @@ class DataScreen(Screen):
             ),
             "tab-lengths": VerticalScroll(
                 row(Label("Model"), Input(DEFAULT_MODEL, id="model"),
-                    Label(" max_length"), Input("1024", id="max-length", type="integer")),
+                    Label(" max_length"), Input("1024", id="max-length", type="integer"),
+                    # an encoder-decoder's target cutoff (max_length is then its source's)
+                    Label(" target"), Input("256", id="max-target-length", type="integer")),
                 Static("Press ctrl+l to measure token lengths.", id="stats"),
                 Static(id="histogram"),
             ),
@@ -348,24 +367,26 @@ class DataScreen(Screen):
             self.set_status("load a file first", error=True)
             return
         spec = self.query_one("#model", Input).value.strip()
-        try:
-            max_length = int(self.query_one("#max-length", Input).value or "0")
-        except ValueError:
-            max_length = 0
-        if max_length < 1:
-            self.set_status("max_length: a positive number of tokens", error=True)
-            return
+        limits = []
+        for field_id, name in (("max-length", "max_length"), ("max-target-length", "target")):
+            try:
+                limits.append(int(self.query_one(f"#{field_id}", Input).value or "0"))
+            except ValueError:
+                limits.append(0)
+            if limits[-1] < 1:
+                self.set_status(f"{name}: a positive number of tokens", error=True)
+                return
         self.query_one("#stats", Static).update(f"measuring with {spec} …")
-        self._measure(self.prepared, spec, max_length, convert)
+        self._measure(self.prepared, spec, *limits, convert)
 
     @work(thread=True, exclusive=True, group="stats")
-    def _measure(self, prepared: Prepared, spec: str, max_length: int, convert: bool) -> None:
+    def _measure(self, prepared: Prepared, spec: str, max_length: int, max_target_length: int, convert: bool) -> None:
         from workbench.core.data import NeedsConversion, load_chat_tokenizer, token_statistics
 
         try:
             tok = load_chat_tokenizer(spec, self.app.workspace)
             stats = token_statistics([row.messages for row in prepared.rows], tok, max_length,
-                                     tools=[row.tools for row in prepared.rows])
+                                     tools=[row.tools for row in prepared.rows], max_target_length=max_target_length)
         except NeedsConversion:
             if convert:
                 self.app.call_from_thread(self._convert, spec)
@@ -393,7 +414,9 @@ class DataScreen(Screen):
         self.stats = stats
         self.query_one("#stats", Static).update(stats_text(stats))
         self.query_one("#histogram", Static).update(histogram_text(stats))
-        self.set_status(stats["warning"] or f"token lengths measured: p99 total {stats['total']['p99']}",
+        p99 = (f"source {stats['source']['p99']}, target {stats['target']['p99']}" if stats["task"] == "seq2seq"
+               else f"total {stats['total']['p99']}")
+        self.set_status(stats["warning"] or f"token lengths measured: p99 {p99}",
                         error=bool(stats["warning"]))
 
     def _convert(self, spec: str) -> None:

@@ -22,12 +22,16 @@ HELP_TEXT = """\
           u resume / restart from checkpoint   y run.yaml and checkpoints
           c charts: the grid, then each chart alone (a failed run: its
           error first, then the charts)
-[b]New run[/b]   ctrl+s start   esc cancel
+[b]New run[/b]   ctrl+s start   esc cancel   Start from: continue a finished
+          run's adapter (its base model and LoRA shape)
 [b]Runs[/b]      enter open   space mark   c overlay the loss curves of two
-          marked runs   delete delete a finished run   f5 refresh
+          marked runs   l a run's curve after its parent's   v blind A/B
+          votes   delete delete a finished run   f5 refresh
 [b]Playground[/b] Try: enter lists held-out questions   ctrl+r generate
           esc stop   ctrl+l load the model now   tab to an answer, then
           + good  - bad  enter edit (saved to the feedback dataset)
+          ctrl+f train on feedback   ctrl+b blind A/B: v votes (a / b /
+          t tie / x both bad), names shown after the vote
 [b]Evaluate[/b]  ctrl+r evaluate base vs tuned   esc cancel   ctrl+o report
           path   ctrl+b export to the directory typed
 [b]System[/b]    ctrl+r analyze a model's linear modules   f5 re-check

@@ -1,5 +1,6 @@
 """New run: pick a prepared dataset, a preset and a model, the GPUs and the multi-process strategy,
-review the resolved config and its per-GPU memory estimate, start.
+optionally a finished run whose adapter to continue ("Start from"), review the resolved config and its
+per-GPU memory estimate, start.
 
 It resolves and launches exactly like `lora-workbench train` (core.newrun.resolve_config + create_run,
 core.launcher.launch), so the trainer is the same detached subprocess writing the same run directory.
@@ -31,6 +32,13 @@ from workbench.ui.widgets.footer import KeysFooter
 REVIEW_DELAY_S = 0.3
 STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
 LAST_PRESET = "last_preset"  # the ui.json key
+
+
+def runs_with_adapters(workspace) -> list[str]:
+    """The runs a new run can start from (their final adapter), newest first."""
+    from workbench.core.runs import list_runs
+
+    return [run.run_id for run in list_runs(workspace) if run.has_adapter]
 
 
 def prepared_datasets(workspace) -> list[str]:
@@ -129,6 +137,10 @@ class NewRunScreen(Screen):
                         yield Label("Model")
                         yield Input(placeholder="the preset's model", id="model", compact=True)
                     with Horizontal(classes="row"):
+                        yield Label("Start from")
+                        yield Select([(run_id, run_id) for run_id in runs_with_adapters(workspace)],
+                                     prompt="a fresh adapter", id="init-adapter", compact=True)
+                    with Horizontal(classes="row"):
                         yield Label("Max steps")
                         yield Input(placeholder="from epochs", type="integer", id="max-steps", compact=True)
                     yield Static("GPUs: detecting...", id="gpus", markup=False)
@@ -196,6 +208,7 @@ class NewRunScreen(Screen):
             "overrides": text("overrides").split() + distributed_overrides,
             "max_steps": int(max_steps) if max_steps else None,
             "run_id": text("run-id") or None,
+            "init_adapter": choice("init-adapter"),
         }
 
     def resolve(self):
@@ -205,7 +218,7 @@ class NewRunScreen(Screen):
         if values["preset"] is None:
             raise UserError("choose a preset")
         return resolve_config(self.app.workspace, values["preset"], values["data"], values["model"],
-                              values["overrides"], values["max_steps"])
+                              values["overrides"], values["max_steps"], values["init_adapter"])
 
     def check_distributed(self, config) -> None:
         """core.distributed.check against the detected GPUs, for the runs that go through accelerate (as
@@ -235,6 +248,8 @@ class NewRunScreen(Screen):
             review.update("")
             return
         self.show_preset_distributed(config)
+        parent = config.parent.run_id or config.parent.adapter_path if config.parent else None
+        self.query_one("#model", Input).placeholder = f"{parent}'s base model" if parent else "the preset's model"
         try:
             self.check_distributed(config)
         except UserError as refusal:

@@ -3,7 +3,9 @@
 The screen never imports torch: generation runs in `python -m workbench.engine.generate`, started on the
 first load and spoken to over JSON lines (core/jsonproc.py). A thread worker reads its messages and
 posts them to the screen as typed Messages. One base model lives in that worker; the panes switch
-adapters on it. Answers can be rated (+/-) or edited (enter) into the workspace's feedback dataset.
+adapters on it. Answers can be rated (+/-) or edited (enter) into the workspace's feedback dataset, and
+trained into a child run (ctrl+f, core/feedback_train.py). Blind A/B (ctrl+b) shows the two models' answers
+as A and B in a random order and names them only after the vote (core/blind_ab.py).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Checkbox, Header, Input, Label, ProgressBar, Select, Static, TextArea
 
+from workbench.core.blind_ab import Round, SideDraw, pair_tally, record_vote
 from workbench.core.errors import UserError
 from workbench.core.feedback import append_feedback, feedback_row
+from workbench.core.feedback_train import auto_train_after, rows_since_last_feedback_run
 from workbench.core.generation import (
     BASE,
     adapter_from_choice,
@@ -140,14 +144,21 @@ class AnswerPane(VerticalScroll):
         self.label = "A" if pane == "left" else "B"
         self.answer: Answer | None = None
         self.can_focus = True
+        self.hide_target = False  # blind A/B: the model is named only after the vote
 
     def _show_title(self) -> None:
-        if self.answer is None:
+        if self.answer is None or (self.hide_target and not self.has_focus):
             self.border_title = self.label
         elif self.has_focus and self.answer.finished:
             self.border_title = f"{self.label} · {self.FEEDBACK_KEYS}"  # the target is in the A/B selects
+        elif self.hide_target:
+            self.border_title = self.label
         else:
             self.border_title = f"{self.label} · {self.answer.target}"
+
+    def reveal(self) -> None:
+        self.hide_target = False
+        self._show_title()
 
     def watch_has_focus(self, _focused: bool) -> None:
         self._show_title()
@@ -233,6 +244,32 @@ class EditAnswerScreen(ModalScreen[str | None]):
     leave_field = action_cancel  # the only field here: leaving it is cancelling the edit
 
 
+class VoteScreen(ModalScreen[str | None]):
+    """Blind A/B: which answer is better. A strip above the footer, the answers still readable above it."""
+
+    DEFAULT_CSS = """
+    VoteScreen { align: center bottom; background: transparent; }
+    VoteScreen > Static { width: 100%; height: 3; border: thick $accent; background: $surface; padding: 0 1; }
+    """
+    BINDINGS = [
+        Binding("a", "vote('a')", "A better"),
+        Binding("b", "vote('b')", "B better"),
+        Binding("t", "vote('tie')", "Tie"),
+        Binding("x", "vote('both_bad')", "Both bad"),
+        Binding("escape", "later", "Later (v)"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static("Which answer is better, A or B? The names show after your vote.", markup=False)
+        yield KeysFooter()
+
+    def action_vote(self, outcome: str) -> None:
+        self.dismiss(outcome)
+
+    def action_later(self) -> None:
+        self.dismiss(None)
+
+
 # -- the screen ------------------------------------------------------------------------------------
 
 PARAM_FIELDS = (  # (input id, label, GenerationParams field, default)
@@ -257,8 +294,8 @@ class PlaygroundScreen(Screen):
     PlaygroundScreen #prompt { width: 1fr; height: 6; }
     PlaygroundScreen #params { width: 30; height: 6; grid-size: 4; grid-columns: 6 8 6 8; grid-rows: 1; }
     PlaygroundScreen #params Input { width: 8; }
-    PlaygroundScreen #status-row { height: 1; }
-    PlaygroundScreen #status { width: 1fr; }
+    PlaygroundScreen #status-row { height: auto; max-height: 2; }  /* a second line for a long tally */
+    PlaygroundScreen #status { width: 1fr; height: auto; max-height: 2; }
     PlaygroundScreen #progress { width: 24; display: none; }
     PlaygroundScreen #panes { height: 1fr; }
     PlaygroundScreen AnswerPane { width: 1fr; border: round $primary; padding: 0 1; }
@@ -270,11 +307,20 @@ class PlaygroundScreen(Screen):
     BINDINGS = [
         Binding("ctrl+r", "generate", "Generate"),
         Binding("escape", "cancel", "Stop"),
+        # No room in the footer at 80 columns: the status line names these, the vote strip has its own keys.
+        Binding("v", "vote", "Vote", show=False),  # only while a blind round waits for its vote
+        Binding("ctrl+b", "toggle_blind", "Blind", show=False),
+        Binding("ctrl+f", "feedback_train", "Train on feedback", show=False),
         Binding("ctrl+l", "load", "Load", show=False),  # generate loads too; no room in the footer
     ]
 
-    def __init__(self, client_factory: Callable[[Any], GenerationClient] = start_worker) -> None:
+    def __init__(self, client_factory: Callable[[Any], GenerationClient] = start_worker,
+                 side_seed: int | None = None) -> None:
         super().__init__()
+        self.side_draw = SideDraw(side_seed)  # which model is A in blind mode; seeded in tests
+        self.awaiting_vote = False
+        self.blind_pair: tuple[str, str] = (BASE, BASE)
+        self.auto_training = False
         self.client_factory = client_factory
         self.client: GenerationClient | None = None
         self.loaded: tuple[str, frozenset[str]] | None = None  # (model, adapters) the worker holds
@@ -294,10 +340,11 @@ class PlaygroundScreen(Screen):
             yield Label("Model")
             yield Input(DEFAULT_MODEL, id="model", compact=True, placeholder="hub id, directory, .gguf or alias")
             yield Checkbox("raw", id="raw", compact=True, tooltip="no chat template (base models)")
+            yield Checkbox("blind", id="blind", compact=True, tooltip="blind A/B: random sides, names after the vote")
         with Horizontal(classes="row"):
-            yield Label("A")
+            yield Label("A", id="label-left")
             yield Select([(BASE, BASE)], id="target-left", compact=True, allow_blank=False)
-            yield Label("B")
+            yield Label("B", id="label-right")
             yield Select([(NONE, NONE), (BASE, BASE)], id="target-right", compact=True, allow_blank=False)
         with Horizontal(classes="row"):
             yield Label("Try")
@@ -313,7 +360,7 @@ class PlaygroundScreen(Screen):
             yield Label("System")
             yield Input(id="system", compact=True, placeholder="optional system prompt (chat mode)")
         with Horizontal(id="status-row"):
-            yield Static("Try: enter lists held-out questions · ctrl+r generate · answers: + / - / enter",
+            yield Static("Try: enter lists questions · ^r generate · ^b blind A/B · ^f train on feedback",
                          id="status", markup=False)
             yield ProgressBar(id="progress", show_eta=False, show_percentage=False)
         with Horizontal(id="panes"):
@@ -323,6 +370,14 @@ class PlaygroundScreen(Screen):
 
     def on_mount(self) -> None:
         self.refresh_targets(initial=True)
+        try:
+            auto = self._auto_train_state()
+        except UserError as error:
+            self.set_status(str(error), error=True)
+            return
+        if auto is not None:  # feedback.auto_train_after is on: say so from the start
+            self.set_status(f"auto-train on: a feedback run starts after {auto[0]} new rows ({auto[1]} so far)"
+                            f" · ^f trains now")
 
     def on_screen_resume(self) -> None:
         self.refresh_targets()
@@ -399,6 +454,8 @@ class PlaygroundScreen(Screen):
             return self.generating  # Stop shows only while something runs
         if action == "generate":
             return not self.generating
+        if action == "vote":
+            return self.awaiting_vote and not self.generating
         return True
 
     # -- requests ---------------------------------------------------------------------------------
@@ -474,19 +531,23 @@ class PlaygroundScreen(Screen):
             if not prompt.strip():
                 raise UserError("the prompt is empty")
             params = self._params()
+            targets = self._blind_sides() if self.blind else self._targets()
             request = {"type": "generate", "prompt": prompt, "tools": self._tools_for(prompt),
                        "system": self.query_one("#system", Input).value or None,
                        "raw": self.query_one("#raw", Checkbox).value, "params": params,
-                       "panes": [{"pane": pane, "adapter": value} for pane, value in self._targets()]}
+                       "panes": [{"pane": pane, "adapter": value} for pane, value in targets]}
             ready = self._ensure_loaded()
         except UserError as error:
             self.set_status(str(error), error=True)
             return
         self.generating = True
+        self.awaiting_vote = False  # a round not voted on is dropped
         self.refresh_bindings()
         system = request["system"]
-        for pane, value in self._targets():
-            self.query_one(f"#pane-{pane}", AnswerPane).start(Answer(prompt, system, value, params))
+        for pane, value in targets:
+            answer_pane = self.query_one(f"#pane-{pane}", AnswerPane)
+            answer_pane.hide_target = self.blind
+            answer_pane.start(Answer(prompt, system, value, params))
         self.query_one("#pane-right", AnswerPane).display = len(request["panes"]) > 1
         self.truncated.clear()
         self.stop_requested = False
@@ -553,6 +614,15 @@ class PlaygroundScreen(Screen):
     def on_generation_done(self, message: GenerationDone) -> None:
         self._generation_over("stopped" if self.stop_requested
                               else "done: focus an answer (tab) and press + / - / enter")
+        if self.blind and not self.stop_requested and all(
+                pane.answer is not None and pane.answer.finished for pane in self.query(AnswerPane)):
+            self.awaiting_vote = True
+            self.refresh_bindings()
+            self.set_focus(None)  # v, a, b... are keys, not text for the prompt
+            if self.is_current:  # not over another mode the user went to meanwhile: v asks there
+                self.action_vote()
+            else:
+                self.set_status("blind round done: v votes (the names stay hidden until then)")
 
     def on_worker_failed(self, message: WorkerFailed) -> None:
         self.loading = False
@@ -587,7 +657,7 @@ class PlaygroundScreen(Screen):
         except (UserError, OSError) as error:
             self.set_status(str(error), error=True)
             return
-        self.set_status(f"{'edited answer' if edited else rating} saved to {path}")
+        self.set_status(f"{'edited answer' if edited else rating} saved to {path}{self._auto_train_check()}")
 
     def edit_answer(self, pane: AnswerPane) -> None:
         answer = self._feedback_answer(pane)
@@ -599,3 +669,110 @@ class PlaygroundScreen(Screen):
                 self.save_feedback(pane, "good", edited_text=text)
 
         self.app.push_screen(EditAnswerScreen(answer.question, answer.text), saved)
+
+    # -- blind A/B --------------------------------------------------------------------------------
+    @property
+    def blind(self) -> bool:
+        return self.query_one("#blind", Checkbox).value
+
+    def action_toggle_blind(self) -> None:
+        self.query_one("#blind", Checkbox).toggle()
+
+    @on(Checkbox.Changed, "#blind")
+    def _blind_changed(self, event: Checkbox.Changed) -> None:
+        # The two selects pick the models; which one is A is drawn per prompt, so they are 1 and 2 now.
+        self.query_one("#label-left", Label).update("1" if event.value else "A")
+        self.query_one("#label-right", Label).update("2" if event.value else "B")
+        self.awaiting_vote = False
+        self.refresh_bindings()
+        for pane in self.query(AnswerPane):
+            pane.reveal()
+        if not event.value:
+            self.set_status("blind A/B off")
+            return
+        targets = [value for _, value in self._targets()]
+        if len(targets) == 2 and targets[0] != targets[1]:
+            tally = pair_tally(self.app.workspace, *targets).describe()
+            self.set_status(f"blind A/B (^r: answers as A and B in random order) {tally}")
+        else:
+            self.set_status("blind A/B: choose two different models in 1 and 2", error=True)
+
+    def _blind_sides(self) -> list[tuple[str, str]]:
+        targets = [value for _, value in self._targets()]
+        if len(targets) != 2 or targets[0] == targets[1]:
+            raise UserError("blind A/B needs two different models: choose them in 1 and 2")
+        self.blind_pair = (targets[0], targets[1])  # the tally speaks of the model in select 1 first
+        a, b = self.side_draw.sides(*targets)
+        return [("left", a), ("right", b)]
+
+    def action_vote(self) -> None:
+        if self.awaiting_vote:
+            self.app.push_screen(VoteScreen(), self._voted)
+
+    def _voted(self, outcome: str | None) -> None:
+        if outcome is None:
+            self.set_status("no vote yet: v votes (the names stay hidden until then)")
+            return
+        left, right = (self.query_one(f"#pane-{pane}", AnswerPane) for pane in PANES)
+        round_ = Round(left.answer.question, left.answer.system, left.answer.target, right.answer.target,
+                       left.answer.text, right.answer.text, base_model=(self.loaded or (None,))[0])
+        try:
+            record_vote(self.app.workspace, round_, outcome)
+        except (UserError, OSError) as error:
+            self.set_status(str(error), error=True)
+            return
+        self.awaiting_vote = False
+        self.refresh_bindings()
+        left.reveal()
+        right.reveal()
+        tally = pair_tally(self.app.workspace, *self.blind_pair).describe()
+        self.set_status(f"A was {round_.a}, B was {round_.b}; {tally}")
+
+    # -- training on feedback ---------------------------------------------------------------------
+    def _feedback_parent(self) -> str | None:
+        """The run whose adapter a feedback run continues: the first pane's run (a checkpoint's run)."""
+        return next((value.partition("@")[0] for _, value in self._targets() if value not in (BASE, NONE)), None)
+
+    def action_feedback_train(self) -> None:
+        from workbench.ui.screens.feedback_train import FeedbackTrainScreen
+
+        parent = self._feedback_parent()
+        if parent is None:
+            self.set_status("choose a run in A to train on the feedback (its adapter is continued)", error=True)
+            return
+        self.app.push_screen(FeedbackTrainScreen(parent))
+
+    def _auto_train_state(self) -> tuple[int, int] | None:
+        """(feedback.auto_train_after, rows since the last feedback run) while auto-train is on."""
+        threshold = auto_train_after(self.app.workspace)
+        return None if threshold is None else (threshold, rows_since_last_feedback_run(self.app.workspace))
+
+    def _auto_train_check(self) -> str:
+        """After a saved row: start a feedback run once enough rows arrived; what to add to the status."""
+        try:
+            auto = self._auto_train_state()
+        except UserError as error:
+            return f" ({error})"
+        if auto is None:
+            return ""
+        threshold, waiting = auto
+        parent = self._feedback_parent()
+        if waiting < threshold or parent is None or self.auto_training:
+            return f" · auto-train after {threshold} new rows: {waiting} so far"
+        self.auto_training = True
+        self.run_worker(lambda: self._auto_train(parent), thread=True, group="auto-train")
+        return f" · {waiting} new rows: starting a feedback run from {parent}"
+
+    def _auto_train(self, parent: str) -> None:
+        from workbench.core.feedback_train import start_feedback_run
+
+        try:
+            run = start_feedback_run(self.app.workspace, parent)
+            message, severity = f"auto-train: started {run.run_id} from {parent}", "information"
+        except UserError as error:
+            message, severity = f"auto-train: {error}", "error"
+        self.app.call_from_thread(self._auto_train_done, message, severity)
+
+    def _auto_train_done(self, message: str, severity: str) -> None:
+        self.auto_training = False
+        self.notify(message, severity=severity)

@@ -1,4 +1,5 @@
-"""Runs: every run in the workspace; open one, overlay two runs' loss curves, delete a finished one."""
+"""Runs: every run in the workspace; open one, overlay two runs' loss curves (or a run's and its parent's),
+the blind A/B tally, delete a finished one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
+from workbench.core.blind_ab import PairTally
 from workbench.core.errors import UserError
 from workbench.core.events import read_events
 from workbench.core.runs import FINAL_STATES, RunDir, delete_run, list_runs
@@ -39,8 +41,9 @@ def summary_row(summary: dict, marked: bool) -> tuple:
 
 def detail_line(summary: dict) -> str:
     row = summary_row(summary, False)
+    lineage = f" · from {summary['parent']} ({summary.get('parent_via')})" if summary.get("parent") else ""
     return (f"{row[1]} · {row[2]} · step {row[3]} · best eval {row[4]} · {row[5]} · model {row[6]} · "
-            f"preset {row[7]}")
+            f"preset {row[7]}{lineage}")
 
 
 class RunsScreen(Screen):
@@ -49,6 +52,8 @@ class RunsScreen(Screen):
         Binding("enter", "open", "Open", show=False),
         Binding("space", "mark", "Mark", show=False),
         Binding("c", "compare", "Compare"),
+        Binding("l", "lineage", "Lineage", show=False),
+        Binding("v", "votes", "A/B votes", show=False),
         Binding("delete", "delete", "Delete", show=False),
         Binding("f5", "refresh", "Refresh", show=False),
     ]
@@ -110,7 +115,8 @@ class RunsScreen(Screen):
         if selected in self.summaries:
             table.move_cursor(row=table.get_row_index(selected))
         hint = ("No runs yet: t, then n starts one." if not summaries else
-                "enter open · space mark two runs, c overlays their loss · del deletes a finished run · f5 refresh")
+                "enter open · space mark two runs, c overlays their loss · l with its parent's · v blind A/B "
+                "votes · del deletes a finished run · f5 refresh")
         self.query_one("#runs-hint", Static).update(hint)
 
     def selected_run_id(self) -> str | None:
@@ -151,6 +157,23 @@ class RunsScreen(Screen):
             return
         runs = [RunDir(self.app.workspace.run_dir(run_id)) for run_id in self.marked]
         self.app.push_screen(CompareScreen(runs))
+
+    def action_lineage(self) -> None:
+        """The highlighted run's loss after its parent's: the child's steps continue from the parent's last."""
+        run_id = self.selected_run_id()
+        summary = self.summaries.get(run_id or "")
+        if summary is None:
+            return
+        parent = self.summaries.get(summary.get("parent") or "")
+        if parent is None:
+            self.notify(f"{run_id} has no parent run here (it started from "
+                        f"{summary.get('parent') or 'a fresh adapter'})", severity="warning")
+            return
+        runs = [RunDir(self.app.workspace.run_dir(r)) for r in (parent["run_id"], run_id)]
+        self.app.push_screen(CompareScreen(runs, step_offsets=(0, parent["step"] or 0)))
+
+    def action_votes(self) -> None:
+        self.app.push_screen(VotesScreen())
 
     def action_delete(self) -> None:
         run_id = self.selected_run_id()
@@ -195,15 +218,19 @@ class CompareScreen(ModalScreen[None]):
     """
     BINDINGS = [Binding("escape,q,c", "close", "Close")]
 
-    def __init__(self, runs: list[RunDir]) -> None:
+    def __init__(self, runs: list[RunDir], step_offsets: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.runs = runs
+        self.step_offsets = step_offsets or (0,) * len(runs)  # lineage: the child's steps after the parent's
 
     def compose(self) -> ComposeResult:
         from workbench.ui.widgets.charts import MetricChart  # plotext: only when a comparison is opened
 
         with Vertical() as box:
-            box.border_title = " vs ".join(run.run_id for run in self.runs)
+            if any(self.step_offsets):
+                box.border_title = f"1 parent {self.runs[0].run_id} → 2 child {self.runs[1].run_id}"
+            else:
+                box.border_title = " vs ".join(run.run_id for run in self.runs)
             yield MetricChart("loss", id="compare-chart")
 
     def on_mount(self) -> None:
@@ -212,10 +239,10 @@ class CompareScreen(ModalScreen[None]):
     def _load(self) -> None:
         """Thread worker: read both runs' events.jsonl off the event loop."""
         lines = {}
-        for index, run in enumerate(self.runs, start=1):
+        for index, (run, offset) in enumerate(zip(self.runs, self.step_offsets), start=1):
             events = read_events(run.events_path)
             for kind, field, label in (("step", "loss", "train"), ("eval", "eval_loss", "eval")):
-                points = [(e["step"], e[field]) for e in events
+                points = [(e["step"] + offset, e[field]) for e in events
                           if e["type"] == kind and isinstance(e.get(field), (int, float))]
                 lines[f"{index}:{label}"] = ([p[0] for p in points], [p[1] for p in points])
         if not get_current_worker().is_cancelled:
@@ -223,6 +250,38 @@ class CompareScreen(ModalScreen[None]):
 
     def _show(self, lines: dict) -> None:
         self.query_one("#compare-chart").set_lines(lines)
+
+    def action_close(self) -> None:
+        self.dismiss()
+
+
+class VotesScreen(ModalScreen[None]):
+    """The blind A/B tally per model pair (core/blind_ab.py), as `feedback stats` prints it."""
+
+    DEFAULT_CSS = """
+    VotesScreen { align: center middle; }
+    VotesScreen > Vertical { width: 95%; height: auto; max-height: 90%; border: thick $primary;
+                             background: $surface; }
+    VotesScreen #votes { height: auto; max-height: 1fr; }
+    VotesScreen #votes-note { color: $text-muted; padding: 0 1; }
+    """
+    BINDINGS = [Binding("escape,q,v", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical() as box:
+            box.border_title = "blind A/B votes"
+            table = Table(id="votes", cursor_type="row", zebra_stripes=True)
+            table.add_columns(*PairTally.TABLE_HEADERS)
+            yield table
+            yield Static("", id="votes-note")
+
+    def on_mount(self) -> None:
+        from workbench.core.blind_ab import TALLY_NOTE, read_tally
+
+        tallies = read_tally(self.app.workspace)
+        self.query_one("#votes", Table).replace_rows((f"{t.first}|{t.second}", t.table_row()) for t in tallies)
+        self.query_one("#votes-note", Static).update(
+            TALLY_NOTE if tallies else "no votes yet: the Playground's blind mode (ctrl+b) records them")
 
     def action_close(self) -> None:
         self.dismiss()
