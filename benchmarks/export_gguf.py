@@ -130,16 +130,19 @@ def max_difference(model_a, model_b, prompts: list[list[int]], answers: list[lis
                    .abs().max().item() for i, a in zip(prompts, answers))
 
 
-def llama_cpp_greedy(gguf_path: Path, tokenizer, prompts: list[list[int]], answers: list[list[int]]) -> str:
+def llama_cpp_greedy(gguf_path: Path, reference, tokenizer, prompts: list[list[int]], answers: list[list[int]]) -> str:
+    """llama.cpp's tokenization and greedy answers; where an answer differs, the merged model's own top
+    probability and that of llama.cpp's token at the first difference (a near-tie, or not)."""
     try:
         import llama_cpp
     except ImportError:
         return "llama.cpp: not checked (pip install llama-cpp-python to check the file with llama.cpp itself)"
+    import torch
+
     model = llama_cpp.Llama(str(gguf_path), n_ctx=512, verbose=False)
-    same_tokens = same = 0
+    same_tokens, same, differences = 0, 0, []
     for ids, answer in zip(prompts, answers):
-        text = tokenizer.decode(ids)
-        same_tokens += model.tokenize(text.encode(), add_bos=False, special=True) == ids
+        same_tokens += model.tokenize(tokenizer.decode(ids).encode(), add_bos=False, special=True) == ids
         model.reset()
         got = []
         for token in model.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0):
@@ -147,8 +150,14 @@ def llama_cpp_greedy(gguf_path: Path, tokenizer, prompts: list[list[int]], answe
             if token == tokenizer.eos_token_id or len(got) == NEW_TOKENS:
                 break
         same += got == answer
+        at = next((i for i, (a, b) in enumerate(zip(got, answer)) if a != b), None)
+        if at is not None:
+            with torch.no_grad():
+                probs = reference(input_ids=torch.tensor([ids + answer[:at]])).logits[0, -1].softmax(-1)
+            differences.append(f"token {at}: merged p={probs[answer[at]]:.2f} vs p={probs[got[at]]:.2f} for "
+                               f"llama.cpp's {tokenizer.decode(got[at:])!r}")
     return (f"llama.cpp {llama_cpp.__version__}: same tokenization {same_tokens}/{len(prompts)}, same greedy answers "
-            f"as the merged model {same}/{len(prompts)}")
+            f"as the merged model {same}/{len(prompts)}" + "".join(f"\n    differs at {d}" for d in differences))
 
 
 def main() -> int:
@@ -207,7 +216,7 @@ def main() -> int:
                 print(f"  merged model with q8_0-rounded weights in torch: same greedy answers {alone['same']}/"
                       f"{len(prompts)}, relative logit error {alone['worst']:.2e}; largest logit difference to the "
                       f"GGUF loaded back {max_difference(simulated, loaded, prompts, answers):.1e}")
-            print("  " + llama_cpp_greedy(gguf_path, tokenizer, prompts, answers))
+            print("  " + llama_cpp_greedy(gguf_path, reference, tokenizer, prompts, answers))
     return 0
 
 
