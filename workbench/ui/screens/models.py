@@ -17,7 +17,8 @@ from textual.worker import get_current_worker
 
 from workbench.core.hub import describe_progress, format_bytes
 from workbench.core.model_library import format_parameters, list_models, remove_model
-from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
+from workbench.ui.jobs import (JobClient, JobError, JobProgress, JobResult, JobStatus, forward_job_messages,
+                              start_job)
 from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
@@ -144,25 +145,24 @@ class ModelsScreen(Screen):
     def _follow_pull(self, job: JobClient) -> None:
         forward_job_messages(self, "pull", job)
 
-    def on_job_message(self, message: JobMessage) -> None:
-        if message.job != "pull":
-            return
-        data = message.data
-        status = self.query_one("#pull-status", Static)
-        if data["type"] == "download":
-            self.query_one("#pull-progress", ProgressBar).update(total=data.get("bytes_total") or None,
-                                                                  progress=data.get("bytes_done") or 0)
-            status.update(describe_progress(data))
-        elif data["type"] == "log":
-            status.update(str(data.get("message")))
-        elif data["type"] == "done":
-            status.update(f"{data.get('repo')} is ready")
-            self.action_refresh()
-        elif data["type"] == "error":
-            status.update(f"[b red]{escape(str(data.get('message')))}[/]")
-            self.notify(str(data.get("message")), severity="error", timeout=10)
-        elif data["type"] == "exit":
-            self.pull_job = None
+    def on_job_progress(self, message: JobProgress) -> None:
+        self.query_one("#pull-progress", ProgressBar).update(total=message.data.get("bytes_total") or None,
+                                                              progress=message.data.get("bytes_done") or 0)
+        self.query_one("#pull-status", Static).update(describe_progress(message.data))
+
+    def on_job_status(self, message: JobStatus) -> None:
+        self.query_one("#pull-status", Static).update(message.text)
+
+    def on_job_result(self, message: JobResult) -> None:
+        self.query_one("#pull-status", Static).update(f"{message.data.get('repo')} is ready")
+        self.action_refresh()
+
+    def on_job_error(self, message: JobError) -> None:
+        self.query_one("#pull-status", Static).update(f"[b red]{escape(message.text)}[/]")
+        self.notify(message.text, severity="error", timeout=10)
+
+    def on_job_exited(self) -> None:
+        self.pull_job = None
 
     def on_unmount(self) -> None:
         if self.pull_job is not None:
