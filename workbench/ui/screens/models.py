@@ -7,10 +7,13 @@ events, then done or error); listing and removal run in thread workers (huggingf
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Header, Input, ProgressBar, Static
 from textual.worker import get_current_worker
@@ -25,6 +28,18 @@ from workbench.ui.widgets.table import Table
 from workbench.ui.workers import thread_worker
 
 COLUMNS = ("model", "kind", "family", "params", "size", "last used", "runs")
+
+
+@dataclass
+class ModelsListed(Message):
+    """core.model_library entries of the cached models, read off the event loop."""
+
+    entries: list
+
+
+@dataclass
+class ModelRemoved(Message):
+    name: str
 
 
 def start_pull(repo: str, workspace_root) -> JobClient:
@@ -94,9 +109,10 @@ class ModelsScreen(Screen):
         worker = get_current_worker()
         entries = list_models(self.app.workspace)
         if not worker.is_cancelled:
-            self.app.call_from_thread(self._show, entries)
+            self.post_message(ModelsListed(entries))
 
-    def _show(self, entries: list) -> None:
+    def on_models_listed(self, message: ModelsListed) -> None:
+        entries = message.entries
         import time
 
         table = self.query_one("#models", Table)
@@ -186,5 +202,8 @@ class ModelsScreen(Screen):
     @thread_worker("removing the model", group="remove")
     def _remove(self, entry) -> None:
         remove_model(entry)
-        self.app.call_from_thread(self.notify, f"removed {entry.name}")
-        self.app.call_from_thread(self.action_refresh)
+        self.post_message(ModelRemoved(entry.name))
+
+    def on_model_removed(self, message: ModelRemoved) -> None:
+        self.notify(f"removed {message.name}")
+        self.action_refresh()

@@ -91,6 +91,14 @@ class GenerationDone(Message):
     pass
 
 
+@dataclass
+class AutoTrainStarted(Message):
+    """The auto-train worker's outcome: the run it started, or why none was (severity "error")."""
+
+    text: str
+    severity: str
+
+
 class WorkerFailed(Message):
     def __init__(self, text: str, fatal: bool = False) -> None:
         super().__init__()
@@ -773,8 +781,8 @@ class PlaygroundScreen(Screen):
             message, severity = f"auto-train: started {run.run_id} from {parent}", "information"
         except UserError as error:
             message, severity = f"auto-train: {error}", "error"
-        self.app.call_from_thread(self._auto_train_done, message, severity)
+        self.post_message(AutoTrainStarted(message, severity))
 
-    def _auto_train_done(self, message: str, severity: str) -> None:
+    def on_auto_train_started(self, message: AutoTrainStarted) -> None:
         self.auto_training = False
-        self.notify(message, severity=severity)
+        self.notify(message.text, severity=message.severity)
