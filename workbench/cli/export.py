@@ -54,11 +54,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     workspace = workspace_of(args)
     run = open_run(workspace, args.run)
     request = export_request(args)
-    # Before torch is imported: a wrong --out, format, quant, model family or missing token fails at once.
+    # Before the worker starts: a wrong --out, format, quant, model family or missing token fails at once.
     check_export(run, request.out, request.fmt, request.quant, request.ollama, request.hub_repo, workspace)
 
-    result = run_job(request, workspace, run.path / "export.log")  # the export worker, as the TUI runs it
-    del result["type"]
+    result = run_job(request, workspace, run.path / "export.log")  # the export worker, as the TUI starts it
     if args.json:
         print_json(result)
     else:

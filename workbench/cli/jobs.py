@@ -18,7 +18,7 @@ def progress_line(message: dict[str, Any]) -> str:
 
 
 def run_job(request, workspace: Workspace, log_path: Path) -> dict[str, Any]:
-    """Run `python -m request.MODULE *request.argv(workspace)`; return its result message. The worker's
+    """Run `python -m request.MODULE *request.argv(workspace)`; return its result's fields. The worker's
     error is raised here: a UserError for a user mistake (exit code 2), else a RuntimeError."""
     from workbench.core.jsonproc import JsonLineProcess
 
@@ -36,7 +36,7 @@ def run_job(request, workspace: Workspace, log_path: Path) -> dict[str, Any]:
                 if interactive or finished:  # a log file gets one line per stage, a terminal a live counter
                     print(f"\r{progress_line(message)}", end="\n" if finished else "", file=sys.stderr, flush=True)
             elif kind == "result":
-                result = message
+                result = {key: value for key, value in message.items() if key != "type"}
             elif kind == "error":
                 if message.get("user_error"):
                     raise UserError(message["message"])
