@@ -1,4 +1,4 @@
-"""A stand-in for `python -m workbench.engine.trainer`: writes DESIGN.md events at a chosen rate and
+"""A stand-in for `python -m workbench.engine.trainer`: writes docs/DESIGN.md events at a chosen rate and
 honors control.json (stop / pause / resume) like the real trainer, without torch.
 
     python tests/fake_trainer.py RUN_DIR [--steps N] [--rate EVENTS_PER_S] [--fail-at STEP] [--hold]

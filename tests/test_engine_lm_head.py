@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import trl
 import trl.kernels.chunked_logprob as trl_kernels
 import trl.trainer.utils as trl_utils
 
@@ -58,3 +59,14 @@ def test_only_labelled_positions_are_projected_with_equal_loss_and_gradients(tin
     # the metrics TRL logs from the same outputs agree too
     assert torch.allclose(compact.entropy, every.entropy, atol=1e-5)
     assert torch.equal(compact.is_top1, every.is_top1)
+
+
+def test_a_trl_outside_the_written_range_is_not_patched_and_says_so(monkeypatch):
+    import workbench.engine.lm_head as lm_head
+
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_kernels._use_triton)
+    monkeypatch.setattr(lm_head, "TRL_VERSIONS", ("0.1", "0.2"))
+    lines: list[str] = []
+    assert not score_labelled_positions_only(lines.append)
+    assert trl_utils._use_triton is trl_kernels._use_triton  # TRL left as it is
+    assert len(lines) == 1 and f"trl >=0.1,<0.2, but {trl.__version__} is installed; not applied" in lines[0]

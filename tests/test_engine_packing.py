@@ -150,3 +150,17 @@ def test_per_example_attention_keeps_a_sliding_window_shorter_than_an_example(tm
     assert windowed == pytest.approx(per_example_losses_alone(load(model_dir, "sdpa"), rows), abs=1e-5)
     unwindowed = load(build_tiny_model(tmp_path / "mistral-full", "mistral", sliding_window=None))
     assert windowed != pytest.approx(per_example_losses_alone(unwindowed, rows), abs=1e-3)  # the window mattered
+
+
+def test_transformers_outside_the_written_range_keeps_stock_sdpa_and_says_so(tiny_llama, monkeypatch):
+    import transformers
+
+    import workbench.engine.packing as packing
+
+    monkeypatch.setattr(packing, "TRANSFORMERS_VERSIONS", ("4.0", "5.0"))
+    model = load(tiny_llama)
+    lines: list[str] = []
+    assert not use_per_example_attention(model, lines.append)
+    assert model.config._attn_implementation == "sdpa"
+    assert lines == [f"per-example sdpa for packed batches: written for transformers >=4.0,<5.0, but "
+                     f"{transformers.__version__} is installed; not applied"]

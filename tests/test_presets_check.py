@@ -108,7 +108,7 @@ def _saved_bytes_of_one_layer(model_type: str, sizes: dict, config, tokens: int)
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from workbench.engine.build import lora_config
+    from workbench.engine.lora import lora_config
 
     hf_config = AutoConfig.for_model(model_type, **sizes, num_hidden_layers=3)
     torch.manual_seed(0)

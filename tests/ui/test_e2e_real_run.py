@@ -29,10 +29,10 @@ async def test_start_watch_and_stop_a_real_run_from_the_tui(workspace, tiny_llam
         assert yaml.safe_load(view.run.config_path.read_text(encoding="utf-8"))["preset"] == PRESET
 
         # Two step events read from events.jsonl and drawn: the progress line and the numbers show them.
-        await wait_until(pilot, lambda: (view.history.snapshot().last_step.get("step") or 0) >= 2, 240,
+        await wait_until(pilot, lambda: (view.history.snapshot().last_step.step or 0) >= 2, 240,
                          "two step events in the live view")
         await wait_until(pilot, lambda: view.drawn_version == view.history.version, 10, "the redraw")
-        seen_step = view.history.snapshot().last_step["step"]
+        seen_step = view.history.snapshot().last_step.step
         progress = str(app.screen.query_one("#progress-text").render())
         assert "step " in progress and "/2000" in progress
         assert "loss -" not in str(app.screen.query_one("#numbers").render())
@@ -42,12 +42,12 @@ async def test_start_watch_and_stop_a_real_run_from_the_tui(workspace, tiny_llam
         await pilot.press("y")
         await wait_until(pilot, lambda: view.history.snapshot().end, 180, "the end event")
         end = view.history.snapshot().end
-        assert end["status"] == "stopped"
+        assert end.status == "stopped"
         await wait_until(pilot, lambda: "stopped" in str(app.screen.query_one("#run-title").render()), 10,
                          "the stopped state in the title")
 
     [run] = list_runs(workspace)
     assert run.read_status()["state"] == "stopped"
-    assert seen_step <= end["step"] < 2000
+    assert seen_step <= end.step < 2000
     assert (run.adapter_path / "adapter_config.json").is_file()
     assert (run.adapter_path / "adapter_model.safetensors").is_file()

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from workbench.cli.jobs import run_job
 from workbench.cli.output import print_json
+from workbench.core.errors import UserError
 from workbench.core.export import FORMATS, QUANTS, human_size
+from workbench.core.jobs import ExportRequest
 
 
 def register(subparsers) -> None:
@@ -34,14 +36,14 @@ def register(subparsers) -> None:
     parser.set_defaults(func=cmd_export)
 
 
-def export_format(args: argparse.Namespace) -> str:
-    from workbench.core.errors import UserError
-
+def export_request(args: argparse.Namespace) -> ExportRequest:
     if args.merge and args.format not in (None, "merged"):
         raise UserError(f"--merge and --format {args.format} contradict each other (--merge is --format merged)")
-    if args.private and not args.push_to_hub:
-        raise UserError("--private: only with --push-to-hub REPO")
-    return "merged" if args.merge else (args.format or "adapter")
+    fmt = "merged" if args.merge else (args.format or "adapter")
+    out = Path(args.out).expanduser().resolve()
+    request = ExportRequest(args.run, out, fmt, args.quant, args.ollama, args.push_to_hub, args.private)
+    request.check_options()
+    return request
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -51,15 +53,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     workspace = workspace_of(args)
     run = open_run(workspace, args.run)
-    out = Path(args.out).expanduser().resolve()
-    fmt = export_format(args)
-    # Before torch is imported: a wrong --out, format, quant, model family or missing token fails at once.
-    check_export(run, out, fmt, args.quant, args.ollama, args.push_to_hub, workspace)
+    request = export_request(args)
+    # Before the worker starts: a wrong --out, format, quant, model family or missing token fails at once.
+    check_export(run, request.out, request.fmt, request.quant, request.ollama, request.hub_repo, workspace)
 
-    from workbench.engine.export import export_run
-
-    result = export_run(run, workspace, out, log=lambda m: print(m, file=sys.stderr), fmt=fmt, quant=args.quant,
-                        ollama=args.ollama, hub_repo=args.push_to_hub, private=args.private)
+    result = run_job(request, workspace, run.path / "export.log")  # the export worker, as the TUI starts it
     if args.json:
         print_json(result)
     else:

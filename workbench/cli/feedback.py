@@ -27,9 +27,9 @@ def register(subparsers) -> None:
     train.add_argument("--json", action="store_true", help="print events as JSON lines")
     train.set_defaults(func=cmd_train)
 
-    stats = actions.add_parser("stats", help="blind A/B tally per model pair: wins, ties, win rate, 95% interval",
+    stats = actions.add_parser("stats", help="blind A/B tally per model pair: wins, ties, win rate, 95%% interval",
                                description="Votes from the Playground's blind A/B mode (feedback/votes.jsonl). The "
-                               "win rate is the first model's share of the decisive votes; the 95% interval is "
+                               "win rate is the first model's share of the decisive votes; the 95%% interval is "
                                "the Wilson score interval.")
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=cmd_stats)

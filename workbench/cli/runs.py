@@ -6,8 +6,8 @@ import argparse
 import time
 
 from workbench.cli.output import confirmed, format_duration, print_json, print_table
-from workbench.core.errors import UserError
-from workbench.core.runs import ACTIVE_STATES, RunDir, delete_run, list_runs, open_run
+from workbench.core.run_actions import delete_run, run_actions
+from workbench.core.runs import RunDir, list_runs, open_run
 
 
 def register(subparsers) -> None:
@@ -100,9 +100,7 @@ def _wait_for(run: RunDir, states: tuple[str, ...], timeout_s: float = 600.0) ->
 
 def cmd_stop(args: argparse.Namespace) -> int:
     run = _run(args)
-    state = run.state()
-    if state not in ACTIVE_STATES:
-        raise UserError(f"run {run.run_id} is {state}, not running")
+    run_actions(run).require("stop")
     run.request("stop")
     print(f"stop requested for {run.run_id}: it saves a checkpoint and the adapter at the current step, "
           f"then ends 'stopped'; 'runs resume {run.run_id}' continues it with the same schedule")
@@ -113,9 +111,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_pause(args: argparse.Namespace) -> int:
     run = _run(args)
-    state = run.state()
-    if state not in ("running", "starting"):
-        raise UserError(f"run {run.run_id} is {state}, not running")
+    run_actions(run).require("pause")
     run.request("pause")
     print(f"pause requested for {run.run_id}; it pauses after the current step")
     if args.wait:
@@ -127,7 +123,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from workbench.core.launcher import relaunch
 
     run = _run(args)
-    if run.state() == "paused":
+    actions = run_actions(run)
+    actions.require("resume")
+    if actions.resumes_in_place:
         run.request("resume")
         print(f"resume requested for paused run {run.run_id}")
         if args.wait:
@@ -147,6 +145,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     run = _run(args)
+    run_actions(run).require("delete")  # before asking
     question = f"delete run {run.run_id} and everything in {run.path}?"
     if not args.yes and not confirmed(question, f"runs delete {run.run_id}", "delete"):
         return 0

@@ -7,6 +7,16 @@ import sys
 import time
 
 from workbench.cli.output import format_duration, print_json_line
+from workbench.core.events import (
+    CheckpointEvent,
+    EndEvent,
+    EvalEvent,
+    Event,
+    EventTail,
+    LogEvent,
+    StartEvent,
+    StepEvent,
+)
 from workbench.core.runs import RunDir
 
 
@@ -95,57 +105,54 @@ def reproduce_config(workspace, args: argparse.Namespace):
     return config
 
 
-def describe_event(event: dict) -> str | None:
-    kind = event["type"]
-    if kind == "start":
-        trainable, total = event.get("trainable_params"), event.get("all_params")
+def describe_event(event: Event) -> str | None:
+    if isinstance(event, StartEvent):
+        trainable, total = event.trainable_params, event.all_params
         share = f" ({100 * trainable / total:.2f}%)" if trainable and total else ""
-        return (f"started {event.get('run_id')} on {event.get('device')}: {event.get('model')} {event.get('method')}, "
-                f"{event.get('total_steps')} steps, {trainable:,} trainable params{share}" if trainable else
-                f"started {event.get('run_id')} on {event.get('device')}")
-    if kind == "step":
-        parts = [f"step {event['step']}/{event.get('total_steps')}"]
+        return (f"started {event.run_id} on {event.device}: {event.model} {event.method}, "
+                f"{event.total_steps} steps, {trainable:,} trainable params{share}" if trainable else
+                f"started {event.run_id} on {event.device}")
+    if isinstance(event, StepEvent):
+        parts = [f"step {event.step}/{event.total_steps}"]
         for name, label, fmt in (("loss", "loss", "{:.4f}"), ("grad_norm", "grad", "{:.3f}"), ("lr", "lr", "{:.2e}"),
                                  ("tokens_per_s", "tok/s", "{:.0f}"), ("vram_peak_mb", "vram peak MB", "{:.0f}")):
-            if event.get(name) is not None:
-                parts.append(f"{label} {fmt.format(event[name])}")
-        if event.get("eta_s") is not None:
-            parts.append(f"eta {format_duration(event['eta_s'])}")
+            if getattr(event, name) is not None:
+                parts.append(f"{label} {fmt.format(getattr(event, name))}")
+        if event.eta_s is not None:
+            parts.append(f"eta {format_duration(event.eta_s)}")
         return "  ".join(parts)
-    if kind == "eval":
-        return f"eval @ step {event['step']}: loss {event['eval_loss']:.4f}  ppl {event.get('perplexity') or float('nan'):.3f}"
-    if kind == "checkpoint":
-        return f"checkpoint @ step {event['step']}: {event['path']}"
-    if kind == "log":
-        return f"[{event.get('level')}] {event.get('message')}"
-    if kind == "end":
-        line = f"{event['status']} at step {event.get('step')}"
-        if event.get("adapter_path"):
-            line += f"; adapter: {event['adapter_path']}"
-        if event.get("error"):
-            line += f"; error: {event['error']}"
+    if isinstance(event, EvalEvent):
+        return f"eval @ step {event.step}: loss {event.eval_loss:.4f}  ppl {event.perplexity or float('nan'):.3f}"
+    if isinstance(event, CheckpointEvent):
+        return f"checkpoint @ step {event.step}: {event.path}"
+    if isinstance(event, LogEvent):
+        return f"[{event.level}] {event.message}"
+    if isinstance(event, EndEvent):
+        line = f"{event.status} at step {event.step}"
+        if event.adapter_path:
+            line += f"; adapter: {event.adapter_path}"
+        if event.error:
+            line += f"; error: {event.error}"
         return line
     return None
 
 
 def follow_run(run_dir: RunDir, as_json: bool = False, offset: int = 0) -> int:
     """Print the run's events from byte `offset` until it ends; exit code 0 unless it failed or vanished."""
-    from workbench.core.events import EventTail
-
     tail = EventTail(run_dir.events_path)
     tail.offset = offset
     end_event = None
     try:
         while end_event is None:
-            events = tail.read_new()
+            events = tail.read_new_events()
             for event in events:
                 if as_json:
-                    print_json_line(event)
-                elif not (event["type"] == "end" and event["status"] == "failed"):  # said once, below
+                    print_json_line(event.to_dict())
+                elif not (isinstance(event, EndEvent) and event.status == "failed"):  # said once, below
                     line = describe_event(event)
                     if line:
                         print(line, flush=True)
-                if event["type"] == "end":
+                if isinstance(event, EndEvent):
                     end_event = event
             if end_event is None and not events:
                 if run_dir.ended_without_end_event():
@@ -159,7 +166,7 @@ def follow_run(run_dir: RunDir, as_json: bool = False, offset: int = 0) -> int:
         print(f"error: run {run_dir.run_id} ended without an end event (state {state}); see {run_dir.log_path}",
               file=sys.stderr)
         return 1
-    if end_event["status"] == "failed":
-        print(f"error: run {run_dir.run_id} failed: {end_event.get('error')}", file=sys.stderr)
+    if end_event.status == "failed":
+        print(f"error: run {run_dir.run_id} failed: {end_event.error}", file=sys.stderr)
         return 1
     return 0

@@ -17,7 +17,8 @@ from workbench.core import distributed
 from workbench.core.config import load_run_config
 from workbench.core.memory import detect_gpus
 from workbench.core.errors import UserError
-from workbench.core.runs import ACTIVE_STATES, RunDir
+from workbench.core.run_actions import run_actions
+from workbench.core.runs import RunDir
 
 STARTUP_WAIT_S = 30.0
 
@@ -73,23 +74,15 @@ def launch(run: RunDir, resume_from: Path | None = None, env: dict[str, str] | N
     return process.pid
 
 
-def resume_checkpoint(run: RunDir) -> Path:
-    """The newest complete checkpoint a stopped, failed or interrupted run restarts from."""
-    state = run.state()
-    if state in ACTIVE_STATES:
-        raise UserError(f"run {run.run_id} is {state}; only a paused, stopped, failed or interrupted run resumes")
-    if state == "completed":
-        raise UserError(f"run {run.run_id} already completed; start a new run to train further")
-    checkpoint = run.latest_checkpoint()
-    if checkpoint is None:
-        raise UserError(f"run {run.run_id} has no complete checkpoint to resume from")
-    return checkpoint
-
-
 def relaunch(run: RunDir) -> tuple[Path, list[Path]]:
     """Restart a stopped/failed/interrupted run from its newest complete checkpoint (optimizer, scheduler and
-    RNG state included); checkpoints whose save was cut short are discarded first. Returns both."""
-    checkpoint = resume_checkpoint(run)
+    RNG state included); checkpoints whose save was cut short are discarded first. Returns both. A run the
+    rules do not let restart (core.run_actions; a paused one resumes in place) is refused."""
+    actions = run_actions(run)
+    if actions.resumes_in_place:
+        raise UserError(f"run {run.run_id} is paused; it resumes in place, not from a checkpoint")
+    actions.require("resume")
+    checkpoint = actions.checkpoint
     discarded = run.discard_incomplete_checkpoints()
     launch(run, resume_from=checkpoint)
     return checkpoint, discarded

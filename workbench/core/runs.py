@@ -1,4 +1,4 @@
-"""Run directories (DESIGN.md "The run directory"): status, control requests, listing.
+"""Run directories (docs/DESIGN.md "The run directory"): status, control requests, listing.
 
 The trainer owns status.json while it lives; anyone may write control.json to ask it to stop, pause or
 resume. A run whose status says running but whose pid is gone (kill -9, OOM killer, reboot) is reported
@@ -18,7 +18,7 @@ from typing import Any
 
 from workbench.core import atomic
 from workbench.core.errors import UserError
-from workbench.core.events import read_events
+from workbench.core.events import EndEvent, EvalEvent, StartEvent, StepEvent, read_typed_events
 from workbench.core.workspace import Workspace, check_name
 
 ACTIVE_STATES = ("starting", "running", "paused", "stopping")
@@ -91,11 +91,6 @@ class RunDir:
     def has_adapter(self) -> bool:
         """Whether the run's final adapter is there (training saves it last)."""
         return (self.adapter_path / "adapter_config.json").is_file()
-
-    def require_adapter(self) -> None:
-        """For the tools that need the final adapter (evaluate, export): one line saying why not."""
-        if not self.has_adapter:
-            raise UserError(f"run {self.run_id} has no adapter yet ({self.adapter_path}); it is {self.state()}")
 
     @property
     def tensorboard_path(self) -> Path:
@@ -191,11 +186,11 @@ class RunDir:
     def summary(self) -> dict[str, Any]:
         """What `runs list` and the Runs screen show, derived from status.json and events.jsonl."""
         status = self.read_status()
-        events = read_events(self.events_path)
-        start = next((e for e in events if e["type"] == "start"), {})
-        end = next((e for e in reversed(events) if e["type"] == "end"), None)
-        steps = [e for e in events if e["type"] == "step"]
-        evals = [e["eval_loss"] for e in events if e["type"] == "eval" and e.get("eval_loss") is not None]
+        events = read_typed_events(self.events_path)
+        start = next((e for e in events if isinstance(e, StartEvent)), StartEvent())
+        end = next((e for e in reversed(events) if isinstance(e, EndEvent)), EndEvent())
+        last_step = next((e for e in reversed(events) if isinstance(e, StepEvent)), StepEvent())
+        evals = [e.eval_loss for e in events if isinstance(e, EvalEvent) and e.eval_loss is not None]
         import yaml
 
         try:
@@ -205,8 +200,8 @@ class RunDir:
         config = config if isinstance(config, dict) else {}
         model = config.get("model") if isinstance(config.get("model"), dict) else {}
         parent = config.get("parent") if isinstance(config.get("parent"), dict) else {}
-        first_time = events[0].get("time") if events else status.get("created")
-        last_time = events[-1].get("time") if events else status.get("updated")
+        first_time = events[0].time if events else status.get("created")
+        last_time = events[-1].time if events else status.get("updated")
         return {
             "run_id": self.run_id,
             "state": effective_state(status),
@@ -214,13 +209,13 @@ class RunDir:
             "model": model.get("name_or_path"),
             "preset": config.get("preset"),
             "method": config.get("method"),
-            "step": steps[-1].get("step", 0) if steps else 0,
-            "total_steps": (steps[-1].get("total_steps") if steps else None) or start.get("total_steps"),
-            "last_loss": steps[-1].get("loss") if steps else None,
+            "step": last_step.step or 0,
+            "total_steps": last_step.total_steps or start.total_steps,
+            "last_loss": last_step.loss,
             "best_eval_loss": min(evals) if evals else None,
             "duration_s": (last_time - first_time) if first_time and last_time else None,
             "created": status.get("created"),
-            "error": (end or {}).get("error") or status.get("error"),
+            "error": end.error or status.get("error"),
             "adapter": str(self.adapter_path) if self.has_adapter else None,
             # lineage: the run (else the adapter directory) this one continued, and how
             "parent": parent.get("run_id") or parent.get("adapter_path"),
@@ -253,9 +248,3 @@ def list_runs(workspace: Workspace) -> list[RunDir]:
         return []
     runs = [RunDir(p) for p in workspace.runs.iterdir() if (p / "run.yaml").exists()]
     return sorted(runs, key=lambda r: (r.read_status().get("created") or 0, r.run_id), reverse=True)
-
-
-def delete_run(run: RunDir) -> None:
-    if run.is_active():
-        raise UserError(f"run {run.run_id} is {run.state()}; stop it before deleting")
-    shutil.rmtree(run.path)

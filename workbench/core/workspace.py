@@ -1,4 +1,4 @@
-"""The workspace directory: datasets/, presets/, runs/, models/ (DESIGN.md "The workspace")."""
+"""The workspace directory: datasets/, presets/, runs/, models/ (docs/DESIGN.md "The workspace")."""
 
 from __future__ import annotations
 

@@ -10,8 +10,10 @@ from workbench.core.config import RunConfig
 from workbench.core.errors import UserError
 from workbench.core.workspace import Workspace
 from workbench.engine.callbacks import ControlCallback, EventCallback
+from workbench.engine.control import RunControl
 from workbench.engine.models import compute_dtype, count_parameters, describe_device, load_for_config
 from workbench.engine.lm_head import score_labelled_positions_only
+from workbench.engine.lora import lora_config
 from workbench.engine.packing import model_masks_packed_sequences, padding_free_collator, use_per_example_attention
 from workbench.engine.seq2seq import build_seq2seq_trainer, load_pairs
 from workbench.engine.sft_data import load_split
@@ -49,26 +51,6 @@ def resolve_gradient_checkpointing(config: RunConfig, model) -> bool:
     gpu_memory = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory \
         if torch.cuda.is_available() else None
     return needs_gradient_checkpointing(config, model.config.to_dict(), gpu_memory)
-
-
-def lora_config(config: RunConfig):
-    """The PEFT LoraConfig of a run (also what `presets check` applies to tiny models)."""
-    from peft import LoraConfig, TaskType
-
-    section = config.lora
-    return LoraConfig(
-        task_type=TaskType.SEQ_2_SEQ_LM if config.task == "seq2seq" else TaskType.CAUSAL_LM,
-        r=section.r,
-        lora_alpha=section.lora_alpha,
-        lora_dropout=section.lora_dropout,
-        target_modules=section.target_modules,
-        bias=section.bias,
-        use_dora=section.use_dora,
-        use_rslora=section.use_rslora,
-        fan_in_fan_out=section.fan_in_fan_out,
-        modules_to_save=section.modules_to_save,
-        init_lora_weights=section.init_lora_weights,
-    )
 
 
 def sft_config(config: RunConfig, output_dir: str, precision: str, has_eval: bool, checkpointing: bool):
@@ -129,9 +111,9 @@ def build_causal_trainer(config: RunConfig, model, tokenizer, args, train, evalu
     from trl import SFTTrainer
 
     padding_free = config.training.padding_free and model_masks_packed_sequences(model)
-    per_example_attention = padding_free and use_per_example_attention(model)
+    per_example_attention = padding_free and use_per_example_attention(model, log)
     # A per-shape compiler would recompile for every count of labelled positions.
-    compact_head = not config.training.torch_compile and score_labelled_positions_only()
+    compact_head = not config.training.torch_compile and score_labelled_positions_only(log)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -174,7 +156,7 @@ def load_parent_adapter(model, adapter_dir: str) -> None:
                         f"missing adapter weights (e.g. {', '.join(names)}): not this run's LoRA shape")
 
 
-def build_trainer(config: RunConfig, workspace: Workspace, session):
+def build_trainer(config: RunConfig, workspace: Workspace, session: RunControl):
     from transformers import EarlyStoppingCallback, set_seed
 
     run = session.run
@@ -182,7 +164,7 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.tensorboard_path)
 
     def log(message: str) -> None:
-        session._emit("log", level="info", message=message)
+        session.emit("log", level="info", message=message)
 
     if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
         # One GPU per process, chosen before the model loads: the 4-bit path places it on the current device.
@@ -191,7 +173,7 @@ def build_trainer(config: RunConfig, workspace: Workspace, session):
     dtype = compute_dtype(config.quantization.bnb_4bit_compute_dtype) if config.method in ("qlora", "qdora") else None
     log(f"loading {config.model.name_or_path}")
     model, tokenizer, _ = load_for_config(config, workspace, log=log, dtype=dtype,
-                                          on_download=lambda event: session._emit("download", **event))
+                                          on_download=lambda event: session.emit("download", **event))
     seq2seq = config.task == "seq2seq"
     if bool(getattr(model.config, "is_encoder_decoder", False)) != seq2seq:
         kind = "encoder-decoder" if not seq2seq else "decoder-only"

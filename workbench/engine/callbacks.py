@@ -1,4 +1,4 @@
-"""TrainerCallbacks that turn the HF training loop into DESIGN.md events and honour control requests."""
+"""TrainerCallbacks that turn the HF training loop into docs/DESIGN.md events and honour control requests."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 from workbench.core import atomic
 from workbench.core.events import EventWriter
 from workbench.core.runs import CHECKPOINT_MARKER, RunDir
+from workbench.engine.control import RunControl
 
 
 class GpuProbe:
@@ -151,7 +152,7 @@ class ControlCallback(TrainerCallback):
     loses nothing), then the trainer waits in place, keeping its memory, until resume or stop.
     """
 
-    def __init__(self, run: RunDir, writer: EventWriter | None, session):
+    def __init__(self, run: RunDir, writer: EventWriter | None, session: RunControl):
         self.run = run
         self.writer = writer
         self.session = session

@@ -77,7 +77,7 @@ def check_model(config: RunConfig, model_type: str) -> ModelCheck:
     from peft.tuners.lora import LoraLayer
     from transformers.pytorch_utils import Conv1D
 
-    from workbench.engine.build import lora_config
+    from workbench.engine.lora import lora_config
     from workbench.engine.tiny import tiny_config, tiny_model
 
     result = ModelCheck(model_type)

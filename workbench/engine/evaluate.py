@@ -13,7 +13,6 @@ same greedy settings, so the only difference between the two columns is the adap
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -25,9 +24,11 @@ from typing import Any
 from workbench.core import atomic
 from workbench.core.config import RunConfig, load_run_config
 from workbench.core.errors import UserError
-from workbench.core.events import read_events
+from workbench.core.events import read_typed_events
+from workbench.core.jobs import DEFAULT_MAX_NEW_TOKENS, EvalRequest, split_path
 from workbench.core.metrics import corpus_scores, scores_per_example
 from workbench.core.report import write_reports
+from workbench.core.run_actions import run_actions
 from workbench.core.runs import RunDir, open_run
 from workbench.core.workspace import Workspace
 from workbench.engine.protocol import emit, run_task
@@ -36,23 +37,6 @@ from workbench.core.seq2seq import source_text
 from workbench.engine.seq2seq import cutoffs, encode_pair
 from workbench.engine.sft_data import keeps_reasoning, render, row_messages, row_tools
 
-SPLITS = ("test", "val", "train")
-DEFAULT_MAX_NEW_TOKENS = 128
-
-
-def split_path(config: RunConfig, split: str, workspace: Workspace) -> Path:
-    if split not in SPLITS:
-        raise UserError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
-    name = {"test": config.data.test_file, "val": config.data.val_file, "train": config.data.train_file}[split]
-    if not config.data.path or not name:
-        raise UserError(f"run.yaml: data.path / data.{split}_file is not set, so there is no {split} split to evaluate")
-    root = Path(config.data.path).expanduser()
-    if not root.is_absolute():
-        root = workspace.root / root
-    path = root / name
-    if not path.is_file():
-        raise UserError(f"{path}: no such file (the {split} split named by run.yaml data.path)")
-    return path
 
 
 @dataclass
@@ -230,11 +214,8 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict[str, Any]:
     started = time.time()
     config = load_run_config(run.config_path)
-    run.require_adapter()
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit {limit}: must be at least 1")
-    if max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens {max_new_tokens}: must be at least 1")
+    run_actions(run).require("evaluate")
+    EvalRequest(run.run_id, split, limit, max_new_tokens).check_numbers()
     data_file = split_path(config, split, workspace)
     examples = read_examples(data_file, limit, config.data.system_prompt)
     emit("status", message=f"loading {config.model.name_or_path} + adapter")
@@ -307,7 +288,7 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
         predictions.append(record)
 
     config_dict = config.model_dump(mode="json")
-    events = read_events(run.events_path)
+    events = read_typed_events(run.events_path)
     run.eval_path.mkdir(parents=True, exist_ok=True)
     atomic.write_text(run.eval_path / "predictions.jsonl",
                       "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions))
@@ -320,18 +301,11 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workbench.engine.evaluate")
-    parser.add_argument("run_id")
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    args = parser.parse_args(argv)
+    request, workspace = EvalRequest.from_argv(argv)
 
     def task() -> dict:
-        workspace = Workspace.resolve(args.workspace)
-        run = open_run(workspace, args.run_id)
-        return {"metrics": evaluate_run(run, workspace, args.split, args.limit, args.max_new_tokens)}
+        run = open_run(workspace, request.run_id)
+        return {"metrics": evaluate_run(run, workspace, request.split, request.limit, request.max_new_tokens)}
 
     return run_task(task)
 

@@ -19,7 +19,6 @@ export leaves nothing behind.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -34,7 +33,6 @@ from workbench.core import atomic
 from workbench.core.config import RunConfig, load_run_config
 from workbench.core.errors import UserError
 from workbench.core.export import (
-    FORMATS,
     base_model_hub_id,
     build_modelfile,
     check_format,
@@ -45,7 +43,9 @@ from workbench.core.export import (
     read_model_config,
     serving_markdown,
 )
+from workbench.core.jobs import ExportRequest
 from workbench.core.models import resolve_model
+from workbench.core.run_actions import run_actions
 from workbench.core.runs import RunDir, open_run
 from workbench.core.workspace import Workspace
 
@@ -57,7 +57,7 @@ def check_export(run: RunDir, out: Path, fmt: str = "adapter", quant: str | None
                  hub_repo: str | None = None, workspace: Workspace | None = None) -> str:
     """User mistakes found before any model is loaded; returns the quantization (GGUF) or ""."""
     quant = check_format(fmt, quant, ollama)
-    run.require_adapter()
+    run_actions(run).require("export")
     if not (run.adapter_path / "adapter_model.safetensors").exists():
         raise UserError(f"{run.adapter_path}: no adapter_model.safetensors (only safetensors adapters are exported)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -299,23 +299,12 @@ def export_run(run: RunDir, workspace: Workspace, out: Path, merge: bool = False
 def main(argv: list[str] | None = None) -> int:
     from workbench.engine.protocol import emit, run_task
 
-    parser = argparse.ArgumentParser(prog="python -m workbench.engine.export")
-    parser.add_argument("run_id")
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--format", default=None, choices=FORMATS)
-    parser.add_argument("--merge", action="store_true")
-    parser.add_argument("--quant", default=None)
-    parser.add_argument("--ollama", action="store_true")
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO")
-    parser.add_argument("--private", action="store_true")
-    args = parser.parse_args(argv)
+    request, workspace = ExportRequest.from_argv(argv)
 
     def task() -> dict:
-        workspace = Workspace.resolve(args.workspace)
-        return export_run(open_run(workspace, args.run_id), workspace, Path(args.out), args.merge,
-                          log=lambda message: emit("status", message=message), fmt=args.format, quant=args.quant,
-                          ollama=args.ollama, hub_repo=args.push_to_hub, private=args.private,
+        return export_run(open_run(workspace, request.run_id), workspace, request.out,
+                          log=lambda message: emit("status", message=message), fmt=request.fmt, quant=request.quant,
+                          ollama=request.ollama, hub_repo=request.hub_repo, private=request.private,
                           progress=lambda stage, done, total: emit("progress", stage=stage, done=done, total=total))
 
     return run_task(task)

@@ -14,12 +14,12 @@ last projection, which is how seed 000 ended up with `target_modules=['lm_head']
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import defaultdict
 from typing import Any
 
 from workbench.core.errors import UserError
+from workbench.core.jobs import InspectRequest
 from workbench.core.workspace import Workspace
 
 _ATTENTION_HINTS = ("attn", "attention", "self_attn")
@@ -121,12 +121,8 @@ def inspect_model(spec: str, workspace: Workspace, rank: int = 16, log=print) ->
 def main(argv: list[str] | None = None) -> int:
     from workbench.engine.protocol import emit, run_task
 
-    parser = argparse.ArgumentParser(prog="python -m workbench.engine.inspect_model")
-    parser.add_argument("model")
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--rank", type=int, default=16)
-    args = parser.parse_args(argv)
-    return run_task(lambda: inspect_model(args.model, Workspace.resolve(args.workspace), args.rank,
+    request, workspace = InspectRequest.from_argv(argv)
+    return run_task(lambda: inspect_model(request.model, workspace, request.rank,
                                           log=lambda message: emit("status", message=message)))
 
 

@@ -15,8 +15,14 @@ runs sdpa on each example's slice instead (measured on SmolLM2, batch 8: 9% less
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import torch
+
+from workbench.engine.versions import outside_range
+
+# The attention-function registry and the packed-sequence kwargs (cu_seq_lens_q) of transformers 5.
+TRANSFORMERS_VERSIONS = ("5.20", "6")
 
 
 def model_masks_packed_sequences(model) -> bool:
@@ -56,13 +62,19 @@ def per_example_sdpa(module, query, key, value, attention_mask, **kwargs):
     return torch.cat(outputs, dim=1), None
 
 
-def use_per_example_attention(model) -> bool:
+def use_per_example_attention(model, log: Callable[[str], None] = print) -> bool:
     """Switch a model that uses sdpa on the CPU to `per_example_sdpa` (the mask builder stays sdpa's, for
-    unpacked batches). On a GPU the stock kernels stay: flash-attention has its own varlen path."""
+    unpacked batches). On a GPU the stock kernels stay: flash-attention has its own varlen path. Outside the
+    transformers versions it was written for it is not registered (said in `log`): the block-diagonal mask
+    keeps packed examples apart anyway, only slower."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
     if torch.cuda.is_available() or getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return False
+    refusal = outside_range("transformers", *TRANSFORMERS_VERSIONS, "per-example sdpa for packed batches")
+    if refusal:
+        log(refusal)
         return False
     AttentionInterface.register(PER_EXAMPLE_SDPA, per_example_sdpa)
     ALL_MASK_ATTENTION_FUNCTIONS.register(PER_EXAMPLE_SDPA, sdpa_mask)

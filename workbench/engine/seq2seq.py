@@ -58,7 +58,7 @@ def build_seq2seq_trainer(config: RunConfig, model, tokenizer, args, train, eval
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import DataCollatorForSeq2Seq, Trainer
 
-    from workbench.engine.build import lora_config
+    from workbench.engine.lora import lora_config
 
     if config.method in ("qlora", "qdora"):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)

@@ -10,6 +10,7 @@ from workbench.core.config import RunConfig, load_run_config
 from workbench.core.events import EventWriter
 from workbench.core.runs import RunDir
 from workbench.core.workspace import Workspace
+from workbench.engine.control import error_message
 
 PAUSE_POLL_S = 0.5
 
@@ -20,23 +21,9 @@ def _distributed():
     return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
 
 
-def _error_message(error: BaseException) -> str:
-    from workbench.core.errors import UserError
-    from workbench.engine.trainer import OOM_HINT
-
-    import torch
-
-    if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
-        return f"{OOM_HINT} ({str(error).splitlines()[0][:200]})"
-    if isinstance(error, UserError):
-        return str(error)
-    if isinstance(error, OSError) and error.errno == 28:
-        return f"disk full while writing ({error.filename or 'run directory'}): free space and resume"
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 class TrainingSession:
+    """Implements engine.control.RunControl for the callbacks and the trainer builder."""
+
     def __init__(self, run: RunDir, resume_from: Path | None = None, is_main: bool = True):
         self.run = run
         self.resume_from = resume_from
@@ -50,7 +37,7 @@ class TrainingSession:
     def request_stop(self, reason: str) -> None:
         """A signal (SIGTERM/SIGINT) means the same as a stop request: checkpoint, adapter, end 'stopped'."""
         self._signal_action = "stop"
-        self._emit("log", level="info", message=f"{reason}: stopping after the current step")
+        self.emit("log", level="info", message=f"{reason}: stopping after the current step")
 
     def poll_control(self) -> str | None:
         """The pending action; in a multi-process run rank 0 decides and every rank gets the same answer."""
@@ -73,7 +60,7 @@ class TrainingSession:
                     self.run.clear_request()
                 return action
 
-    def _emit(self, event_type: str, **fields) -> None:
+    def emit(self, event_type: str, **fields) -> None:
         if self.writer is not None:
             self.writer.emit(event_type, **fields)
 
@@ -82,7 +69,7 @@ class TrainingSession:
         config = load_run_config(self.run.config_path)
         workspace = Workspace(self.run.path.parent.parent)
         if self.resume_from is not None:
-            self._emit("log", level="info", message=f"resuming from {self.resume_from.name}")
+            self.emit("log", level="info", message=f"resuming from {self.resume_from.name}")
         self.trainer = self._build_trainer(config, workspace)
         self.trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         status = "stopped" if self.stopping else "completed"
@@ -92,17 +79,17 @@ class TrainingSession:
             self.run.clear_request()
             # status.json first: whoever sees the end event must find the final state too.
             self.run.write_status(status, step=step, error=None, finished=time.time())
-            self._emit("end", status=status, step=step, adapter_path=str(adapter), error=None)
+            self.emit("end", status=status, step=step, adapter_path=str(adapter), error=None)
         return 0
 
     def fail(self, error: BaseException) -> None:
         if not self.is_main:
             return
-        message = _error_message(error)
+        message = error_message(error)
         step = self.trainer.state.global_step if self.trainer is not None else 0
         adapter = self.run.adapter_path if self.run.has_adapter else None
         self.run.write_status("failed", step=step, error=message, finished=time.time())
-        self._emit("end", status="failed", step=step, adapter_path=str(adapter) if adapter else None, error=message)
+        self.emit("end", status="failed", step=step, adapter_path=str(adapter) if adapter else None, error=message)
 
     def _save_adapter(self) -> Path:
         """Save the PEFT adapter (and tokenizer) once, from rank 0; it loads with PeftModel.from_pretrained."""

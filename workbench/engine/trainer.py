@@ -1,7 +1,7 @@
 """The trainer subprocess: `python -m workbench.engine.trainer RUN_DIR [--resume-from CHECKPOINT]`.
 
 It reads run.yaml, trains with TRL's SFTTrainer + PEFT, and reports only through the run directory:
-events.jsonl (DESIGN.md schema), status.json, checkpoints/, adapter/, tensorboard/. The UI and the CLI
+events.jsonl (docs/DESIGN.md schema), status.json, checkpoints/, adapter/, tensorboard/. The UI and the CLI
 share files with it, never objects. Control requests (stop, pause, resume) arrive in control.json and
 are honoured at the end of each optimizer step; SIGTERM/SIGINT mean stop.
 """
@@ -16,11 +16,6 @@ import traceback
 from pathlib import Path
 
 from workbench.core.runs import RunDir
-
-OOM_HINT = ("out of memory: lower training.per_device_train_batch_size (raise gradient_accumulation_steps to keep "
-            "the effective batch), set training.gradient_checkpointing=true, use a qlora preset, or lower "
-            "training.max_length")
-
 
 def _announce(run: RunDir, parent: bool) -> None:
     """Record our pid before any heavy import, so the launcher and the UI see a live trainer at once.

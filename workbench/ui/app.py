@@ -16,6 +16,7 @@ from workbench.core.runs import ACTIVE_STATES, list_runs
 from workbench.core.workspace import Workspace
 from workbench.ui.focus import LEAVE_FIELD, in_text_field, leave_field
 from workbench.ui.themes import DEFAULT_THEME, load_themes, read_settings, remember_theme
+from workbench.ui.workers import WorkFailed
 
 # mode -> (module under workbench.ui.screens, class name)
 SCREENS = {
@@ -111,6 +112,12 @@ class WorkbenchApp(App):
     def _first_frame_drawn(self) -> None:
         gc.freeze()
         gc.enable()
+
+    def on_work_failed(self, message: WorkFailed) -> None:
+        """Where a worker's failure ends up unless its screen shows it itself: a notification, never an exit."""
+        self.notify(message.text, severity=message.severity, timeout=10)
+        if not message.user_error:
+            self.log.error(message.description, message.error)
 
     # -- navigation -----------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple) -> bool | None:

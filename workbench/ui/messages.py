@@ -1,8 +1,12 @@
-"""Messages posted by the tail worker thread to the live view."""
+"""Messages about runs: from the tail worker thread to the live view, and from the workers that start runs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual.message import Message
+
+from workbench.core.run_actions import RunActions
 
 
 class RunUpdated(Message):
@@ -18,9 +22,18 @@ class RunUpdated(Message):
 
 
 class RunStateChanged(Message):
-    """status.json (or the trainer's pid) says something new: running, paused, stopped, interrupted..."""
+    """status.json (or the trainer's pid) says something new: running, paused, stopped, interrupted...
+    `actions` are the run-state rules for it (core.run_actions), read off the event loop."""
 
-    def __init__(self, run_id: str, state: str) -> None:
+    def __init__(self, actions: RunActions) -> None:
         super().__init__()
-        self.run_id = run_id
-        self.state = state
+        self.actions = actions
+        self.run_id = actions.run_id
+        self.state = actions.state
+
+
+@dataclass
+class RunLaunched(Message):
+    """A launch worker created and started the run `run_id`."""
+
+    run_id: str

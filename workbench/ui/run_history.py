@@ -1,4 +1,4 @@
-"""What the live view knows about a run, folded from its events.jsonl (DESIGN.md "Event schema").
+"""What the live view knows about a run, folded from its events.jsonl (docs/DESIGN.md "Event schema").
 
 The tail worker thread applies events; the UI thread takes snapshots. Both go through one lock, and
 every series is a bounded deque so a run of a million steps cannot grow the TUI's memory without limit.
@@ -11,6 +11,17 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from workbench.core.events import (
+    CheckpointEvent,
+    DownloadEvent,
+    EndEvent,
+    EvalEvent,
+    Event,
+    LogEvent,
+    StartEvent,
+    StepEvent,
+)
 
 MAX_POINTS = 20_000
 MAX_LOG_LINES = 200
@@ -35,15 +46,15 @@ class Snapshot:
 
     version: int
     series: dict[str, tuple[list[float], list[float]]]
-    start: dict[str, Any]
-    last_step: dict[str, Any]
-    last_eval: dict[str, Any]
-    end: dict[str, Any] | None
+    start: StartEvent
+    last_step: StepEvent
+    last_eval: EvalEvent
+    end: EndEvent | None
     first_time: float | None
     last_time: float | None
-    logs: list[dict[str, Any]]
+    logs: list[LogEvent]
     events_seen: int
-    download: dict[str, Any] = field(default_factory=dict)  # the model download before loading, while it lasts
+    download: DownloadEvent | None = None  # the model download before loading, while it lasts
 
 
 @dataclass
@@ -51,19 +62,19 @@ class RunHistory:
     series: dict[str, tuple[deque, deque]] = field(
         default_factory=lambda: {name: (deque(maxlen=MAX_POINTS), deque(maxlen=MAX_POINTS)) for name in SERIES_NAMES}
     )
-    start: dict[str, Any] = field(default_factory=dict)
-    last_step: dict[str, Any] = field(default_factory=dict)
-    last_eval: dict[str, Any] = field(default_factory=dict)
-    end: dict[str, Any] | None = None
+    start: StartEvent = field(default_factory=StartEvent)
+    last_step: StepEvent = field(default_factory=StepEvent)
+    last_eval: EvalEvent = field(default_factory=EvalEvent)
+    end: EndEvent | None = None
     first_time: float | None = None
     last_time: float | None = None
     logs: deque = field(default_factory=lambda: deque(maxlen=MAX_LOG_LINES))
     events_seen: int = 0
-    download: dict[str, Any] = field(default_factory=dict)
+    download: DownloadEvent | None = None
     version: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def apply(self, events: list[dict[str, Any]]) -> None:
+    def apply(self, events: list[Event]) -> None:
         if not events:
             return
         with self._lock:
@@ -78,38 +89,39 @@ class RunHistory:
             xs.append(step)
             ys.append(value)
 
-    def _apply_one(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        when = event.get("time")
-        if isinstance(when, (int, float)):
-            self.first_time = when if self.first_time is None else self.first_time
-            self.last_time = when
-        if kind == "download":
+    def _apply_one(self, event: Event) -> None:
+        if event.time is not None:
+            self.first_time = event.time if self.first_time is None else self.first_time
+            self.last_time = event.time
+        if isinstance(event, DownloadEvent):
             self.download = event
             return
-        self.download = {}  # anything after the download (log lines of loading, start) ends its stage
-        if kind == "start":
+        self.download = None  # anything after the download (log lines of loading, start) ends its stage
+        if isinstance(event, StartEvent):
             self.start = event
             self.end = None  # a resumed run starts again in the same directory
-            self.logs.append({"level": "info", "message": f"started on {event.get('device') or '?'}"})
-        elif kind == "step":
+            self._log(f"started on {event.device or '?'}")
+        elif isinstance(event, StepEvent):
             self.last_step = event
             for name, key in STEP_SERIES.items():
-                self._append(name, event.get("step"), event.get(key))
-        elif kind == "eval":
+                self._append(name, event.step, getattr(event, key))
+        elif isinstance(event, EvalEvent):
             self.last_eval = event
-            self._append("eval_loss", event.get("step"), event.get("eval_loss"))
-            self.logs.append({"level": "info", "message": f"eval @ {event.get('step')}: loss {_fmt(event.get('eval_loss'))}"})
-        elif kind == "checkpoint":
-            self.logs.append({"level": "info", "message": f"checkpoint @ step {event.get('step')}"})
-        elif kind == "log":
-            self.logs.append({"level": event.get("level") or "info", "message": str(event.get("message"))})
-        elif kind == "end":
+            self._append("eval_loss", event.step, event.eval_loss)
+            self._log(f"eval @ {event.step}: loss {_fmt(event.eval_loss)}")
+        elif isinstance(event, CheckpointEvent):
+            self._log(f"checkpoint @ step {event.step}")
+        elif isinstance(event, LogEvent):
+            self._log(str(event.message), event.level or "info")
+        elif isinstance(event, EndEvent):
             self.end = event
-            message = f"{event.get('status')} at step {event.get('step')}"
-            if event.get("error"):
-                message += f": {event['error']}"
-            self.logs.append({"level": "error" if event.get("status") == "failed" else "info", "message": message})
+            message = f"{event.status} at step {event.step}"
+            if event.error:
+                message += f": {event.error}"
+            self._log(message, "error" if event.status == "failed" else "info")
+
+    def _log(self, message: str, level: str = "info") -> None:
+        self.logs.append(LogEvent(level=level, message=message))
 
     def snapshot(self, series: bool = True) -> Snapshot:
         """series=False leaves the chart series out (empty): the copy of up to MAX_POINTS per series is
@@ -118,15 +130,15 @@ class RunHistory:
             return Snapshot(
                 version=self.version,
                 series={name: (list(xs), list(ys)) for name, (xs, ys) in self.series.items()} if series else {},
-                start=dict(self.start),
-                last_step=dict(self.last_step),
-                last_eval=dict(self.last_eval),
-                end=dict(self.end) if self.end else None,
+                start=self.start,  # events are immutable: shared, not copied
+                last_step=self.last_step,
+                last_eval=self.last_eval,
+                end=self.end,
                 first_time=self.first_time,
                 last_time=self.last_time,
                 logs=list(self.logs),
                 events_seen=self.events_seen,
-                download=dict(self.download),
+                download=self.download,
             )
 
 

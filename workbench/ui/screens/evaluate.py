@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -20,12 +20,16 @@ from textual.screen import Screen
 from textual.widgets import Checkbox, DataTable, Header, Input, Label, ProgressBar, Select, Static
 
 from workbench.core.export import FORMATS, QUANTS, human_size
+from workbench.core.jobs import EvalRequest, ExportRequest
 from workbench.core.report import metric_table
 from workbench.core.runs import RunDir, list_runs
-from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
+from workbench.ui.jobs import (JobClient, JobError, JobExited, JobProgress, JobResult, JobStatus,
+                              forward_job_messages, start_job)
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
+from workbench.ui.workers import thread_worker
 
+from workbench.ui.workers import thread_worker
 SPLITS = ("test", "val", "train")
 RUNS_POLL_S = 2.0
 # Overall progress: each phase computes perplexity, then generates.
@@ -249,12 +253,9 @@ class EvaluateScreen(Screen):
         except ValueError as error:
             self.set_status(str(error), error=True)
             return
-        from workbench.cli.evaluate import worker_args
-
-        split = str(self.query_one("#split", Select).value)
-        args = worker_args(run.run_id, str(self.app.workspace.root), split, limit, max_new_tokens)
-        self._start("eval", "workbench.engine.evaluate", args, run.path / "eval.log",
-                    f"evaluating {run.run_id} on {split}…")
+        request = EvalRequest(run.run_id, str(self.query_one("#split", Select).value), limit, max_new_tokens)
+        self._start("eval", request.MODULE, request.argv(self.app.workspace), run.path / "eval.log",
+                    f"evaluating {run.run_id} on {request.split}…")
 
     def action_export(self) -> None:
         run = self._run_for_job("no run with an adapter to export")
@@ -269,15 +270,12 @@ class EvaluateScreen(Screen):
         if not out_path.is_absolute():
             out_path = self.app.workspace.root / "exports" / out_path
         fmt = str(self.query_one("#export-format", Select).value)
-        args = [run.run_id, "--workspace", str(self.app.workspace.root), "--out", str(out_path), "--format", fmt]
-        if fmt == "gguf":
-            args += ["--quant", str(self.query_one("#export-quant", Select).value)]
-            if self.query_one("#ollama", Checkbox).value:
-                args.append("--ollama")
-        hub_repo = self.query_one("#hub-repo", Input).value.strip()
-        if hub_repo:
-            args += ["--push-to-hub", hub_repo]
-        self._start("export", "workbench.engine.export", args, run.path / "export.log",
+        gguf = fmt == "gguf"
+        request = ExportRequest(run.run_id, out_path, fmt,
+                                quant=str(self.query_one("#export-quant", Select).value) if gguf else None,
+                                ollama=gguf and self.query_one("#ollama", Checkbox).value,
+                                hub_repo=self.query_one("#hub-repo", Input).value.strip() or None)
+        self._start("export", request.MODULE, request.argv(self.app.workspace), run.path / "export.log",
                     f"exporting {run.run_id} as {fmt} to {out_path}…")
 
     @on(Select.Changed, "#export-format")
@@ -315,39 +313,47 @@ class EvaluateScreen(Screen):
         self.client = self.job_factory(module, args, log_path)
         self._read_messages(job, self.client)
 
-    @work(thread=True, group="evaluate-jobs")
+    @thread_worker("reading the eval worker", group="evaluate-jobs")
     def _read_messages(self, job: str, client: JobClient) -> None:
         forward_job_messages(self, job, client)
 
-    def on_job_message(self, message: JobMessage) -> None:
-        data, kind = message.data, message.data.get("type")
+    def on_job_status(self, message: JobStatus) -> None:
+        self.set_status(message.text)
+
+    def on_job_progress(self, message: JobProgress) -> None:
         progress = self.query_one("#progress", ProgressBar)
-        if kind == "status":
-            self.set_status(data.get("message", ""))
-        elif kind == "progress" and message.job == "export" and data.get("total"):
+        if not message.total:
+            return
+        if message.job == "export":
             # stages: merge, convert (one step per tensor), write, quantize
-            progress.update(total=data["total"], progress=data["done"])
-            unit = " tensors" if data["stage"] == "convert" else ""
-            self.set_status(f"export: {data['stage']} {data['done']}/{data['total']}{unit}")
-        elif kind == "progress" and data.get("total"):
-            stage = _STAGES.index((data["phase"], data["stage"]))
-            progress.update(progress=stage + data["done"] / data["total"])
-            self.set_status(f"{data['phase']}: {data['stage']} {data['done']}/{data['total']}")
-        elif kind == "result" and message.job == "eval":
+            progress.update(total=message.total, progress=message.done)
+            unit = " tensors" if message.stage == "convert" else ""
+            self.set_status(f"export: {message.stage} {message.done}/{message.total}{unit}")
+        else:
+            phase = message.data["phase"]
+            progress.update(progress=_STAGES.index((phase, message.stage)) + message.done / message.total)
+            self.set_status(f"{phase}: {message.stage} {message.done}/{message.total}")
+
+    def on_job_result(self, message: JobResult) -> None:
+        data = message.data
+        if message.job == "eval":
             metrics = data["metrics"]
             self.show_results(metrics, read_predictions(Path(metrics["files"]["predictions"])))
             self.set_status(f"done: {metrics['num_examples']} examples · ctrl+o: report path")
-        elif kind == "result" and message.job == "export":
+        elif message.job == "export":
             self.set_status(f"exported to {data['out']} ({len(data['files'])} files, {human_size(data['bytes'])})")
             sizes = data.get("sizes") or {}
             listing = "\n".join(f"{human_size(size):>9}  {name}" for name, size in sizes.items())
             if data.get("hub_url"):
                 listing += f"\nuploaded: {data['hub_url']}"
             self.notify(listing or data["out"], title=f"exported to {data['out']}", timeout=20, markup=False)
-        elif kind == "error" and self.job_outcome is None:
+
+    def on_job_error(self, message: JobError) -> None:
+        if self.job_outcome is None:
             # A worker reports its error, then jsonproc adds one for the non-zero exit: keep the first.
             self.job_outcome = "failed"
-            self.set_status(data.get("message", "failed"), error=True)
-        elif kind == "exit":
-            self.job, self.client = None, None
-            progress.display = False
+            self.set_status(message.text, error=True)
+
+    def on_job_exited(self, message: JobExited) -> None:
+        self.job, self.client = None, None
+        self.query_one("#progress", ProgressBar).display = False

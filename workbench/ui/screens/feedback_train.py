@@ -21,7 +21,9 @@ from workbench.core.feedback_train import (
     trainable_feedback,
 )
 from workbench.core.runs import open_run
+from workbench.ui.messages import RunLaunched
 from workbench.ui.widgets.footer import KeysFooter
+from workbench.ui.workers import WorkFailed, thread_worker
 
 
 def count_lines(path: Path) -> int:
@@ -130,25 +132,24 @@ class FeedbackTrainScreen(ModalScreen[None]):
             return
         self.starting = True
         self.query_one("#fb-error", Static).update("starting the trainer...")
-        self.run_worker(lambda: self._launch(share, max_steps), thread=True, group="feedback-train")
+        self._launch(share, max_steps)
 
+    @thread_worker("starting the feedback run", group="feedback-train")
     def _launch(self, share: float, max_steps: int | None) -> None:
         from workbench.core.feedback_train import start_feedback_run
 
-        try:
-            run = start_feedback_run(self.app.workspace, self.parent_run, share, max_steps)
-        except UserError as problem:
-            self.app.call_from_thread(self._failed, str(problem))
-            return
-        self.app.call_from_thread(self._started, run.run_id)
+        run = start_feedback_run(self.app.workspace, self.parent_run, share, max_steps)
+        self.post_message(RunLaunched(run.run_id))
 
-    def _failed(self, message: str) -> None:
+    def on_work_failed(self, message: WorkFailed) -> None:
+        """A refused or failed start is shown in the dialog, which can be sent again."""
+        message.stop()
         self.starting = False
-        self.query_one("#fb-error", Static).update(message)
+        self.query_one("#fb-error", Static).update(message.text)
 
-    def _started(self, run_id: str) -> None:
+    def on_run_launched(self, message: RunLaunched) -> None:
         self.dismiss()
-        self.app.show_run(run_id)
+        self.app.show_run(message.run_id)
 
     def action_cancel(self) -> None:
         self.dismiss()

@@ -3,26 +3,45 @@ the blind A/B tally, delete a finished one."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
 from workbench.core.blind_ab import PairTally
 from workbench.core.errors import UserError
-from workbench.core.events import read_events
-from workbench.core.runs import FINAL_STATES, RunDir, delete_run, list_runs
+from workbench.core.events import EvalEvent, StepEvent, read_typed_events
+from workbench.core.run_actions import delete_run, run_actions
+from workbench.core.runs import RunDir, list_runs
 from workbench.ui.run_history import format_duration
 from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
+from workbench.ui.workers import thread_worker
 
 # The numbers before the names: at 80 columns a long run id leaves room up to the duration; the model and
 # preset, cut there, are in the detail line of the highlighted run.
 COLUMNS = ("", "run", "status", "steps", "best eval", "duration", "model", "preset")
 REFRESH_S = 5.0
+
+
+@dataclass
+class RunsListed(Message):
+    """Every run's summary (core.runs.RunDir.summary), read off the event loop."""
+
+    summaries: list[dict]
+
+
+@dataclass
+class CurvesRead(Message):
+    """The comparison chart's lines: "index:train|eval" -> (steps, losses)."""
+
+    lines: dict
 
 
 def summary_row(summary: dict, marked: bool) -> tuple:
@@ -97,15 +116,17 @@ class RunsScreen(Screen):
         self.action_refresh()
 
     def action_refresh(self) -> None:
-        self.run_worker(self._load, thread=True, exclusive=True, group="runs")
+        self._load()
 
+    @thread_worker("loading the runs", group="runs", exclusive=True)
     def _load(self) -> None:
         worker = get_current_worker()
         summaries = [run.summary() for run in list_runs(self.app.workspace)]
         if not worker.is_cancelled:
-            self.app.call_from_thread(self._show, summaries)
+            self.post_message(RunsListed(summaries))
 
-    def _show(self, summaries: list[dict]) -> None:
+    def on_runs_listed(self, message: RunsListed) -> None:
+        summaries = message.summaries
         table = self.query_one("#runs", Table)
         selected = self.selected_run_id()
         self.summaries = {s["run_id"]: s for s in summaries}
@@ -179,11 +200,11 @@ class RunsScreen(Screen):
         run_id = self.selected_run_id()
         if run_id is None:
             return
-        state = self.summaries[run_id]["state"]
-        if state not in FINAL_STATES:
-            self.notify(f"{run_id} is {state}; stop it before deleting", severity="warning")
-            return
         run = RunDir(self.app.workspace.run_dir(run_id))
+        reason = run_actions(run).why_not("delete")
+        if reason is not None:
+            self.notify(reason, severity="warning")
+            return
 
         def confirmed(yes: bool | None) -> None:
             if not yes:
@@ -234,22 +255,24 @@ class CompareScreen(ModalScreen[None]):
             yield MetricChart("loss", id="compare-chart")
 
     def on_mount(self) -> None:
-        self.run_worker(self._load, thread=True, exclusive=True, group="compare")
+        self._load()
 
+    @thread_worker("reading both runs' events", group="compare", exclusive=True)
     def _load(self) -> None:
         """Thread worker: read both runs' events.jsonl off the event loop."""
         lines = {}
         for index, (run, offset) in enumerate(zip(self.runs, self.step_offsets), start=1):
-            events = read_events(run.events_path)
-            for kind, field, label in (("step", "loss", "train"), ("eval", "eval_loss", "eval")):
-                points = [(e["step"] + offset, e[field]) for e in events
-                          if e["type"] == kind and isinstance(e.get(field), (int, float))]
+            events = read_typed_events(run.events_path)
+            for kind, field, label in ((StepEvent, "loss", "train"), (EvalEvent, "eval_loss", "eval")):
+                points = [(e.step + offset, getattr(e, field)) for e in events
+                          if isinstance(e, kind) and isinstance(e.step, int)
+                          and isinstance(getattr(e, field), (int, float))]
                 lines[f"{index}:{label}"] = ([p[0] for p in points], [p[1] for p in points])
         if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show, lines)
+            self.post_message(CurvesRead(lines))
 
-    def _show(self, lines: dict) -> None:
-        self.query_one("#compare-chart").set_lines(lines)
+    def on_curves_read(self, message: CurvesRead) -> None:
+        self.query_one("#compare-chart").set_lines(message.lines)
 
     def action_close(self) -> None:
         self.dismiss()

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
 from workbench.core.errors import UserError
+from workbench.core.run_actions import RunActions, run_actions
 from workbench.core.runs import ACTIVE_STATES, RunDir, list_runs, open_run
 from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
+from workbench.ui.workers import thread_worker
+
+
+@dataclass
+class ActiveRunsFound(Message):
+    """The landing table's rows: (run id, state, model, step/total) of each run in progress."""
+
+    rows: list[tuple]
 
 
 class TrainScreen(Screen):
@@ -95,8 +107,9 @@ class TrainScreen(Screen):
         )
 
     def load_active_runs(self) -> None:
-        self.run_worker(self._find_active_runs, thread=True, exclusive=True, group="active-runs")
+        self._find_active_runs()
 
+    @thread_worker("finding the runs in progress", group="active-runs", exclusive=True)
     def _find_active_runs(self) -> None:
         worker = get_current_worker()
         rows = []
@@ -106,9 +119,10 @@ class TrainScreen(Screen):
                 rows.append((run.run_id, summary["state"], summary["model"] or "-",
                              f"{summary['step']}/{summary['total_steps'] or '?'}"))
         if not worker.is_cancelled:
-            self.app.call_from_thread(self._show_active_runs, rows)
+            self.post_message(ActiveRunsFound(rows))
 
-    def _show_active_runs(self, rows: list[tuple]) -> None:
+    def on_active_runs_found(self, message: ActiveRunsFound) -> None:
+        rows = message.rows
         tables = self.query("#active-runs")
         if not tables or self.shown_run_id is not None:
             return  # a run was opened meanwhile
@@ -156,51 +170,43 @@ class TrainScreen(Screen):
         if view is None:
             self.notify("no run open", severity="warning")
             return
-        run, state = view.run, view.run.state()
-        question = self._question(run, action, state)
-        if question is None:
+        run, actions = view.run, run_actions(view.run)
+        reason = actions.why_not(action)
+        if reason is not None:
+            self.notify(reason, severity="warning")
             return
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self._perform(run, action, state)
+                self._perform(run, action, actions)
 
-        self.app.push_screen(ConfirmScreen(question, yes_label=action.capitalize()), confirmed)
+        self.app.push_screen(ConfirmScreen(self._question(action, actions), yes_label=action.capitalize()),
+                             confirmed)
 
-    def _question(self, run: RunDir, action: str, state: str) -> str | None:
+    @staticmethod
+    def _question(action: str, actions: RunActions) -> str:
+        run_id = actions.run_id
         if action == "stop":
-            if state not in ACTIVE_STATES:
-                self.notify(f"run is {state}, not running", severity="warning")
-                return None
-            return (f"Stop {run.run_id}?\nThe trainer saves a checkpoint and the adapter at the current step "
+            return (f"Stop {run_id}?\nThe trainer saves a checkpoint and the adapter at the current step "
                     "and ends 'stopped'; Resume continues it later with the same schedule.")
         if action == "pause":
-            if state not in ("running", "starting"):
-                self.notify(f"run is {state}, not running", severity="warning")
-                return None
-            return (f"Pause {run.run_id}?\nIt pauses after the current step and keeps its memory; "
+            return (f"Pause {run_id}?\nIt pauses after the current step and keeps its memory; "
                     "Resume continues it in place.")
-        if state == "paused":
-            return f"Resume paused run {run.run_id}?"
-        from workbench.core.launcher import resume_checkpoint  # pydantic config: not needed for the first frame
-
-        try:
-            checkpoint = resume_checkpoint(run)
-        except UserError as error:
-            self.notify(str(error), severity="warning")
-            return None
-        return (f"Restart {run.run_id} from {checkpoint.name}?\nOptimizer, scheduler and RNG state are "
+        if actions.resumes_in_place:
+            return f"Resume paused run {run_id}?"
+        return (f"Restart {run_id} from {actions.checkpoint.name}?\nOptimizer, scheduler and RNG state are "
                 "restored, so the losses continue as if it had never stopped.")
 
-    def _perform(self, run: RunDir, action: str, state: str) -> None:
-        if action in ("stop", "pause") or state == "paused":
+    def _perform(self, run: RunDir, action: str, actions: RunActions) -> None:
+        if action in ("stop", "pause") or actions.resumes_in_place:
             run.request(action)
             self.notify(f"{action} requested for {run.run_id}")
             return
-        self.run_worker(lambda: self._relaunch(run), thread=True, group="relaunch")
+        self._relaunch(run)
 
+    @thread_worker("restarting the run", group="relaunch")
     def _relaunch(self, run: RunDir) -> None:
         from workbench.core.launcher import relaunch
 
         checkpoint, _ = relaunch(run)
-        self.app.call_from_thread(self.notify, f"{run.run_id} restarted from {checkpoint.name}")
+        self.notify(f"{run.run_id} restarted from {checkpoint.name}")  # notify is thread-safe

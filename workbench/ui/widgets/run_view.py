@@ -17,12 +17,14 @@ from textual.reactive import reactive
 from textual.widgets import Button, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from workbench.core.events import EventTail
+from workbench.core.events import EndEvent, EventTail, StartEvent
 from workbench.core.hub import describe_progress
+from workbench.core.run_actions import run_actions
 from workbench.core.runs import ACTIVE_STATES, RunDir
 from workbench.ui.messages import RunStateChanged, RunUpdated
 from workbench.ui.run_history import RunHistory, Snapshot, elapsed_seconds, format_duration
 from workbench.ui.widgets.charts import MetricChart
+from workbench.ui.workers import thread_worker
 
 MAX_REDRAWS_PER_S = 4
 FLOOD_EVENTS_PER_S = 20
@@ -170,9 +172,10 @@ class RunView(Vertical):
         yield Static("", id="logs")
 
     def on_mount(self) -> None:
-        self.state = self.run.state()
+        self.actions = run_actions(self.run)
+        self.state = self.actions.state
         self._apply_layout()
-        self.run_worker(self._follow, thread=True, exclusive=True, group=f"tail-{self.run.run_id}")
+        self._follow()
         self.set_interval(1.0, self._tick_clock)
         self.redraw()
 
@@ -211,21 +214,22 @@ class RunView(Vertical):
         return self.zoomed or "grid"
 
     # -- following the file (worker thread) -----------------------------------------------------
+    @thread_worker("following the run's events", group="tail", exclusive=True)
     def _follow(self) -> None:
         worker = get_current_worker()
         tail = EventTail(self.run.events_path)
-        last_state, next_state_check = None, 0.0
+        last_actions, next_state_check = None, 0.0
         while not worker.is_cancelled:
-            events = tail.read_new()
+            events = tail.read_new_events()
             if events:
                 self.history.apply(events)
                 self.post_message(RunUpdated(self.run.run_id))
             now = time.monotonic()
-            if now >= next_state_check or any(e.get("type") in ("start", "end") for e in events):
-                state = self.run.state()
-                if state != last_state:
-                    last_state = state
-                    self.post_message(RunStateChanged(self.run.run_id, state))
+            if now >= next_state_check or any(isinstance(e, (StartEvent, EndEvent)) for e in events):
+                actions = run_actions(self.run)
+                if actions != last_actions:
+                    last_actions = actions
+                    self.post_message(RunStateChanged(actions))
                 next_state_check = now + STATE_POLL_S
             if not events:
                 time.sleep(POLL_S)
@@ -236,7 +240,9 @@ class RunView(Vertical):
 
     def on_run_state_changed(self, message: RunStateChanged) -> None:
         message.stop()
+        self.actions = message.actions
         self.state = message.state
+        self._draw_buttons()  # the rules can change without the state (a checkpoint written)
 
     def watch_state(self) -> None:
         if self.is_mounted:
@@ -308,43 +314,41 @@ class RunView(Vertical):
         return names[turn:] + names[:turn]
 
     def _draw_buttons(self) -> None:
-        active = self.state in ACTIVE_STATES
-        self.query_one("#stop", Button).disabled = not active or self.state == "stopping"
-        self.query_one("#pause", Button).disabled = self.state not in ("running", "starting")
-        self.query_one("#resume", Button).disabled = self.state in ("running", "starting", "stopping", "completed")
+        for action in ("stop", "pause", "resume"):
+            self.query_one(f"#{action}", Button).disabled = not self.actions.allows(action)
 
     def _draw_progress(self, snap: Snapshot) -> None:
         start, step = snap.start, snap.last_step
-        model = start.get("model") or "?"
-        method = start.get("method") or ""
+        model = start.model or "?"
+        method = start.method or ""
         # The state first: a long run id or model name is cut at the right, never the state.
         self._show_text("#run-title", f"{self.state} · {self.run.run_id} · {model} {method}")
-        total = step.get("total_steps") or start.get("total_steps")
-        done = step.get("step") or 0
+        total = step.total_steps or start.total_steps
+        done = step.step or 0
         live = self.state in ACTIVE_STATES
         bar = self.query_one("#progress", ProgressBar)
         if live and snap.download:  # the model is still downloading: its bytes, not steps
-            bar.update(total=snap.download.get("bytes_total") or None, progress=snap.download.get("bytes_done") or 0)
-            self._show_text("#progress-text", describe_progress(snap.download))
+            bar.update(total=snap.download.bytes_total or None, progress=snap.download.bytes_done or 0)
+            self._show_text("#progress-text", describe_progress(snap.download.to_dict()))
             return
         # An unknown total animates the bar: only while the run can still make progress.
         bar.update(total=total or (None if live else 1), progress=done)
         parts = [f"step {done}/{total or '?'}"]
         if live:
-            parts.append(f"ETA {format_duration(step.get('eta_s'))}")  # before the rest: cut last at 80 columns
-        parts += [f"elapsed {format_duration(elapsed_seconds(snap, live))}", f"epoch {_num(step.get('epoch'), '.2f')}"]
+            parts.append(f"ETA {format_duration(step.eta_s)}")  # before the rest: cut last at 80 columns
+        parts += [f"elapsed {format_duration(elapsed_seconds(snap, live))}", f"epoch {_num(step.epoch, '.2f')}"]
         self._show_text("#progress-text", "  ".join(parts))
         training = [
-            f"loss {_num(step.get('loss'), '.4f')}",
-            f"eval {_num(snap.last_eval.get('eval_loss'), '.4f')}",
-            f"grad {_num(step.get('grad_norm'), '.3f')}",
-            f"lr {_num(step.get('lr'), '.2e')}",
-            f"tok/s {_num(step.get('tokens_per_s'), '.0f')}",
+            f"loss {_num(step.loss, '.4f')}",
+            f"eval {_num(snap.last_eval.eval_loss, '.4f')}",
+            f"grad {_num(step.grad_norm, '.3f')}",
+            f"lr {_num(step.lr, '.2e')}",
+            f"tok/s {_num(step.tokens_per_s, '.0f')}",
         ]
         memory = [
-            f"VRAM {_gb(step.get('vram_allocated_mb'))}/{_gb(step.get('vram_reserved_mb'))}/"
-            f"{_gb(step.get('vram_peak_mb'))} GB (alloc/reserved/peak)",
-            f"RAM {_gb(step.get('ram_mb'))} GB",
+            f"VRAM {_gb(step.vram_allocated_mb)}/{_gb(step.vram_reserved_mb)}/"
+            f"{_gb(step.vram_peak_mb)} GB (alloc/reserved/peak)",
+            f"RAM {_gb(step.ram_mb)} GB",
         ]
         # Compact: one line each, so a group never wraps in the middle (RAM 2.89 on a line of its own).
         self._show_text("#numbers", ("\n" if self.compact else "  ").join(["  ".join(training), "  ".join(memory)]))
@@ -354,8 +358,8 @@ class RunView(Vertical):
         self.set_class(bool(error) and self.state == "failed" and not self.charts_over_error, "-error-panel")
 
     def _error_text(self, snap: Snapshot) -> str | None:
-        if snap.end and snap.end.get("status") == "failed" or self.state == "failed":
-            error = (snap.end or {}).get("error") or self.run.read_status().get("error")
+        if snap.end and snap.end.status == "failed" or self.state == "failed":
+            error = (snap.end.error if snap.end else None) or self.run.read_status().get("error")
             text = f"failed: {error or 'no error message'}"
             if self.charts_over_error:
                 return text
@@ -369,8 +373,7 @@ class RunView(Vertical):
     def _draw_logs(self, snap: Snapshot) -> None:
         lines = []
         for entry in snap.logs[-self.log_lines:]:
-            level = entry.get("level") or "info"
-            style = {"error": "bold red", "warning": "yellow"}.get(level)
-            message = str(entry.get("message")).replace("[", r"\[")
+            style = {"error": "bold red", "warning": "yellow"}.get(entry.level)
+            message = str(entry.message).replace("[", r"\[")
             lines.append(f"[{style}]{message}[/]" if style else message)
         self._show_text("#logs", "\n".join(lines))
