@@ -1,5 +1,6 @@
 """The comparison report: metrics with deltas, loss curves, config and examples; escaping; no external assets."""
 
+from workbench.core.events import parse_event
 from workbench.core.report import loss_curve_svg, metric_table, render_html, render_markdown, sparkline
 
 METRICS = {
@@ -14,8 +15,8 @@ METRICS = {
 }
 PREDICTIONS = [{"index": 0, "prompt": "세금 | 기한 <script>alert(1)</script>", "reference": "25일\n이내",
                 "base": "모름", "tuned": "25일 이내", "base_scores": {"rougeL": 0.0}, "tuned_scores": {"rougeL": 1.0}}]
-EVENTS = [{"type": "step", "step": s, "loss": l} for s, l in ((1, 3.0), (2, 2.0), (3, 1.5))] + [
-    {"type": "eval", "step": 3, "eval_loss": 1.8}]
+EVENTS = [parse_event(raw) for raw in [{"type": "step", "step": s, "loss": l} for s, l in ((1, 3.0), (2, 2.0), (3, 1.5))]
+          + [{"type": "eval", "step": 3, "eval_loss": 1.8}]]
 CONFIG = {"lora": {"r": 16, "target_modules": ["q_proj", "v_proj"]}}
 
 

@@ -31,7 +31,7 @@ def train_briefly(model_dir):
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(60):
+    for _ in range(100):
         model(**batch, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -124,13 +124,16 @@ def sentencepiece_style_tokenizer(tokenizer_class, specials):
     return tokenizer
 
 
-@pytest.mark.parametrize("model_type, tokenizer_class, specials", [
-    ("llama", "LlamaTokenizer", ["<unk>", "<s>", "</s>"]),
-    ("mistral", "LlamaTokenizer", ["<unk>", "<s>", "</s>"]),
-    ("gemma2", "GemmaTokenizer", ["<pad>", "<eos>", "<bos>", "<unk>"]),
-])
-def test_sentencepiece_style_vocab_round_trip(tmp_path, model_type, tokenizer_class, specials):
-    """Real Llama 2 / Mistral / Gemma vocabularies: tokens with scores and byte pieces ("llama" in GGUF)."""
+# Real Llama 2 / Mistral / Gemma vocabularies: tokens with scores and byte pieces ("llama" in GGUF).
+SENTENCEPIECE_STYLE = {"llama": ("LlamaTokenizer", ["<unk>", "<s>", "</s>"]),
+                       "mistral": ("LlamaTokenizer", ["<unk>", "<s>", "</s>"]),
+                       "gemma": ("GemmaTokenizer", ["<pad>", "<eos>", "<bos>", "<unk>"]),
+                       "gemma2": ("GemmaTokenizer", ["<pad>", "<eos>", "<bos>", "<unk>"])}
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_style_models(tmp_path_factory):
+    """model type -> a briefly trained tiny model with a sentencepiece-style vocabulary and its f16 GGUF."""
     import torch
     import transformers
     from transformers import AutoModelForCausalLM
@@ -138,16 +141,47 @@ def test_sentencepiece_style_vocab_round_trip(tmp_path, model_type, tokenizer_cl
     from workbench.engine.gguf_export import write_gguf
     from workbench.engine.tiny import tiny_config
 
-    tokenizer = sentencepiece_style_tokenizer(getattr(transformers, tokenizer_class), specials)
-    tokenizer.save_pretrained(tmp_path)
-    config = tiny_config(model_type, vocab_size=len(tokenizer), **LOADER_NEEDS.get(model_type, {}))
-    config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
-    train_briefly(tmp_path)
-    write_gguf(tmp_path, tmp_path / "model.gguf", "f16", name="run-1")
-    reference = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
-    assert_gguf_matches(reference, tmp_path, tmp_path / "model.gguf", "f16")
+    built = {}
+
+    def get(model_type):
+        if model_type not in built:
+            directory = tmp_path_factory.mktemp(f"spm-{model_type}")
+            tokenizer_class, specials = SENTENCEPIECE_STYLE[model_type]
+            tokenizer = sentencepiece_style_tokenizer(getattr(transformers, tokenizer_class), specials)
+            tokenizer.save_pretrained(directory)
+            config = tiny_config(model_type, vocab_size=len(tokenizer), **LOADER_NEEDS.get(model_type, {}))
+            config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+            torch.manual_seed(0)
+            AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+            train_briefly(directory)
+            write_gguf(directory, directory / "model.gguf", "f16", name="run-1")
+            built[model_type] = directory
+        return built[model_type]
+
+    return get
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral", "gemma2"])  # transformers cannot load gemma 1 GGUF
+def test_sentencepiece_style_vocab_round_trip(sentencepiece_style_models, model_type):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model_dir = sentencepiece_style_models(model_type)
+    reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    assert_gguf_matches(reference, model_dir, model_dir / "model.gguf", "f16")
+
+
+@pytest.mark.parametrize("model_type", list(SENTENCEPIECE_STYLE))
+def test_sentencepiece_style_vocab_in_llama_cpp(sentencepiece_style_models, model_type):
+    """Only where llama-cpp-python is installed (not in CI): llama.cpp tokenizes with the scores and byte
+    pieces as the HF tokenizer does and answers like the model (gemma 1's only end-to-end check)."""
+    pytest.importorskip("llama_cpp")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model_dir = sentencepiece_style_models(model_type)
+    reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    assert_llama_cpp_matches(reference, model_dir, model_dir / "model.gguf", "f16")
 
 
 def test_gguf_layout_for_llama_cpp(tiny_models, tmp_path):
@@ -335,35 +369,65 @@ def test_a_failed_upload_is_one_line_and_keeps_the_export(workspace, tiny_llama,
     assert (out / "adapter_model.safetensors").exists() and (out / "README.md").exists()
 
 
-def test_k_quant_through_llama_cpp_and_llama_cpp_runs_the_file(tiny_models, tmp_path):
-    """Only where llama-cpp-python is installed (not in CI): its quantizer makes q4_k_m, and llama.cpp itself
-    loads our f16 file and gives the merged model's greedy tokens."""
-    llama_cpp = pytest.importorskip("llama_cpp")
-    import gguf
+def assert_llama_cpp_matches(reference, model_dir, gguf_path, quant):
+    """llama.cpp itself (llama-cpp-python) tokenizes the chat prompts as the HF tokenizer does, its greedy
+    answers are the reference model's tokens, and its logits over prompt + answer agree (f16: 1e-2 relative)."""
+    import llama_cpp
+    import numpy as np
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from workbench.engine.gguf_export import write_gguf
-
-    model_dir = tiny_models("llama")
-    write_gguf(model_dir, tmp_path / "m.q4_k_m.gguf", "q4_k_m")
-    assert gguf.GGUFReader(tmp_path / "m.q4_k_m.gguf").fields["general.file_type"].contents() == \
-        gguf.LlamaFileType.MOSTLY_Q4_K_M and not list(tmp_path.glob("*intermediate*"))
-    write_gguf(model_dir, tmp_path / "m.f16.gguf", "f16")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    model = llama_cpp.Llama(str(tmp_path / "m.f16.gguf"), n_ctx=256, verbose=False)
+    model = llama_cpp.Llama(str(gguf_path), n_ctx=256, verbose=False, logits_all=True)
     for prompt in PROMPTS:
         text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                              add_generation_prompt=True)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         assert model.tokenize(text.encode(), add_bos=False, special=True) == ids
-        expected = reference.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False,
-                                      pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+        with torch.no_grad():
+            sequence = reference.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False,
+                                          pad_token_id=tokenizer.pad_token_id)
+            expected_logits = reference(input_ids=sequence).logits[0].numpy()
+        expected = sequence[0, len(ids):].tolist()
         model.reset()
         got = []
         for token in model.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0):
             if len(got) == len(expected):
                 break
             got.append(token)
-        assert got == expected, prompt
+        assert got == expected, (prompt, gguf_path.name)
+        model.reset()
+        model.eval(sequence[0].tolist())
+        got_logits = np.asarray(model.scores[:sequence.shape[1]])
+        relative = np.linalg.norm(got_logits - expected_logits) / np.linalg.norm(expected_logits)
+        assert relative < (1e-2 if quant == "f16" else 5e-2), (prompt, quant, relative)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2"])
+@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+def test_llama_cpp_runs_every_family(tiny_models, tmp_path, model_type, quant):
+    """Only where llama-cpp-python is installed (not in CI): llama.cpp itself loads the file and answers with
+    the merged model's greedy tokens; the one check gemma v1 has, as transformers cannot load its GGUF."""
+    pytest.importorskip("llama_cpp")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from workbench.engine.gguf_export import write_gguf
+
+    model_dir = tiny_models(model_type)
+    write_gguf(model_dir, tmp_path / f"m.{quant}.gguf", quant)
+    reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    assert_llama_cpp_matches(reference, model_dir, tmp_path / f"m.{quant}.gguf", quant)
+
+
+def test_k_quant_through_llama_cpp(tiny_models, tmp_path):
+    """Only where llama-cpp-python is installed: its quantizer makes q4_k_m from our f16 file, and the
+    intermediate f16 file is gone."""
+    pytest.importorskip("llama_cpp")
+    import gguf
+
+    from workbench.engine.gguf_export import write_gguf
+
+    write_gguf(tiny_models("llama"), tmp_path / "m.q4_k_m.gguf", "q4_k_m")
+    assert gguf.GGUFReader(tmp_path / "m.q4_k_m.gguf").fields["general.file_type"].contents() == \
+        gguf.LlamaFileType.MOSTLY_Q4_K_M and not list(tmp_path.glob("*intermediate*"))

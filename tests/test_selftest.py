@@ -137,12 +137,13 @@ def test_model_flops_per_token_of_smollm2():
 
 def test_throughput_leaves_out_the_first_step_and_the_pause():
     pytest.importorskip("torch")
+    from workbench.core.events import parse_event
     from workbench.engine.selftest import throughput
 
-    events = [{"type": "start", "time": 0.0}] + [
+    events = [parse_event(raw) for raw in [{"type": "start", "time": 0.0}] + [
         {"type": "step", "step": step, "time": time, "tokens_seen": 100 * step}
         for step, time in ((1, 5.0), (2, 6.0), (3, 7.0), (4, 60.0), (5, 61.0))
-    ]
+    ]]
     speed = throughput(events, batch=2, paused_at=3)
     assert speed == {"samples_per_s": 6 / 3, "tokens_per_s": 300 / 3}
 

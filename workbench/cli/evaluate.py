@@ -7,10 +7,9 @@ uses; progress goes to stderr, the metrics to stdout.
 from __future__ import annotations
 
 import argparse
-import sys
 
+from workbench.cli.jobs import run_job
 from workbench.cli.output import print_json
-from workbench.core.errors import UserError
 from workbench.core.jobs import DEFAULT_MAX_NEW_TOKENS
 
 
@@ -32,35 +31,12 @@ def register(subparsers) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from workbench.cli import workspace_of
     from workbench.core.jobs import EvalRequest
-    from workbench.core.jsonproc import JsonLineProcess
 
     workspace = workspace_of(args)
     request = EvalRequest(args.run, args.split, args.limit, args.max_new_tokens)
     run = request.check(workspace)
     run.eval_path.mkdir(parents=True, exist_ok=True)
-    worker = JsonLineProcess(request.MODULE, request.argv(workspace), log_path=run.path / "eval.log")
-    metrics = None
-    interactive = sys.stderr.isatty()
-    try:
-        for message in worker.messages():
-            kind = message["type"]
-            if kind == "status":
-                print(message["message"], file=sys.stderr)
-            elif kind == "progress":
-                finished = message["done"] == message["total"]
-                if interactive or finished:  # a log file gets one line per stage, a terminal a live counter
-                    print(f"\r{message['phase']:5} {message['stage']:10} {message['done']}/{message['total']}",
-                          end="\n" if finished else "", file=sys.stderr, flush=True)
-            elif kind == "result":
-                metrics = message["metrics"]
-            elif kind == "error":
-                if message.get("user_error"):
-                    raise UserError(message["message"])
-                raise RuntimeError(message["message"])
-    finally:
-        worker.close()
-    if metrics is None:
-        raise RuntimeError(f"the eval worker ended without a result (log: {worker.log_path})")
+    metrics = run_job(request, workspace, run.path / "eval.log")["metrics"]
     if args.json:
         print_json(metrics)
         return 0

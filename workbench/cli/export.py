@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from workbench.cli.jobs import run_job
 from workbench.cli.output import print_json
 from workbench.core.errors import UserError
 from workbench.core.export import FORMATS, QUANTS, human_size
@@ -54,13 +54,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     workspace = workspace_of(args)
     run = open_run(workspace, args.run)
     request = export_request(args)
-    # Before torch is imported: a wrong --out, format, quant, model family or missing token fails at once.
+    # Before the worker starts: a wrong --out, format, quant, model family or missing token fails at once.
     check_export(run, request.out, request.fmt, request.quant, request.ollama, request.hub_repo, workspace)
 
-    from workbench.engine.export import export_run
-
-    result = export_run(run, workspace, request.out, log=lambda m: print(m, file=sys.stderr), fmt=request.fmt,
-                        quant=request.quant, ollama=request.ollama, hub_repo=request.hub_repo, private=request.private)
+    result = run_job(request, workspace, run.path / "export.log")  # the export worker, as the TUI starts it
     if args.json:
         print_json(result)
     else:

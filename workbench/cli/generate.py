@@ -154,15 +154,15 @@ class _TextPrinter:
 def cmd_generate(args: argparse.Namespace) -> int:
     from workbench.cli import workspace_of
     from workbench.core.generation import choose_base_model, load_request
+    from workbench.core.jobs import GenerateRequest
     from workbench.core.models import resolve_model
 
     workspace = workspace_of(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    if not prompt.strip():
-        raise UserError("--prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
-    params = _params(args)
-    tools = _tools(args.tools) if args.tools else None
     adapters, panes = _targets(args, workspace)
+    request = GenerateRequest(prompt, _params(args).model_dump(), panes, args.system, args.raw,
+                              _tools(args.tools) if args.tools else None)
+    request.check("--prompt" if args.prompt != "-" else "--prompt - (stdin)")
     model = choose_base_model(args.model, adapters, workspace)
     resolve_model(model, workspace)  # a wrong --model is named now, not after seconds of importing torch
     load = load_request(model, adapters, workspace)
@@ -174,10 +174,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     playground = Playground(workspace)
     playground.load(load["model"], load["adapters"], emit, load.get("model_section"), load.get("quantization"))
     stop = threading.Event()
-    request = {"prompt": prompt, "system": args.system, "raw": args.raw, "tools": tools,
-               "params": params.model_dump(), "panes": panes}
     try:
-        playground.run_request(request, emit, stop.is_set)
+        playground.run_request(request.message(), emit, stop.is_set)
     except KeyboardInterrupt:
         stop.set()  # the generate thread sees it at its next token
         raise

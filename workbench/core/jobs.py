@@ -1,13 +1,15 @@
-"""One request type per engine job (evaluate, export, inspect): its fields, the checks that need no model,
-and its command line. The CLI and the TUI build a request and start `python -m MODULE *request.argv(...)`;
-the worker parses the same argv back with `from_argv`, so the three never spell a job differently.
+"""One request type per engine job (evaluate, export, inspect, generate): its fields, the checks that need no
+model, and its command line. The CLI and the TUI build a request and start `python -m MODULE *request.argv(...)`;
+the worker parses the same argv back with `from_argv`, so the three never spell a job differently. The
+generation worker stays up between prompts: each GenerateRequest goes to it as a line on stdin.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from workbench.core.errors import UserError
 from workbench.core.workspace import Workspace
@@ -151,3 +153,41 @@ class InspectRequest:
         parser.add_argument("--rank", type=int, default=16)
         args = parser.parse_args(argv)
         return cls(args.model, args.rank), Workspace.resolve(args.workspace)
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One prompt through the generation worker's loaded model, every pane (its adapter or "base") with the
+    same prompt, seed and parameters (workbench.engine.generate)."""
+
+    MODULE = "workbench.engine.generate"
+    prompt: str
+    params: dict[str, Any] = field(default_factory=dict)
+    panes: list[dict[str, Any]] = field(default_factory=list)
+    system: str | None = None
+    raw: bool = False
+    tools: list | None = None
+
+    def check(self, prompt_name: str = "the prompt"):
+        """The mistakes that need no model; returns the validated core.generation.GenerationParams."""
+        from workbench.core.generation import validate_params
+
+        if not self.prompt.strip():
+            raise UserError(f"{prompt_name} is empty")
+        if self.tools and self.raw:
+            raise UserError("tools need the chat template: turn raw mode off")
+        return validate_params(self.params)
+
+    @staticmethod
+    def argv(workspace: Workspace) -> list[str]:
+        """The worker's command line: it serves load and generate requests until its stdin closes."""
+        return ["--workspace", str(workspace.root)]
+
+    def message(self) -> dict[str, Any]:
+        return {"type": "generate", "prompt": self.prompt, "system": self.system, "raw": self.raw,
+                "tools": self.tools, "params": self.params, "panes": self.panes}
+
+    @classmethod
+    def from_message(cls, data: dict[str, Any]) -> GenerateRequest:
+        return cls(data.get("prompt") or "", data.get("params") or {}, data.get("panes") or [], data.get("system"),
+                   bool(data.get("raw")), data.get("tools"))

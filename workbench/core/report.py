@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import yaml
 
 from workbench.core import atomic
+from workbench.core.events import EvalEvent, Event, StepEvent
 
 # (key, label, higher is better, format)
 METRIC_ROWS: tuple[tuple[str, str, bool, str], ...] = (
@@ -51,13 +52,13 @@ def metric_table(metrics: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def loss_series(events: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+def loss_series(events: Sequence[Event]) -> dict[str, list[tuple[float, float]]]:
     series: dict[str, list[tuple[float, float]]] = {"train loss": [], "eval loss": []}
     for event in events:
-        if event.get("type") == "step" and event.get("loss") is not None and event.get("step") is not None:
-            series["train loss"].append((event["step"], event["loss"]))
-        elif event.get("type") == "eval" and event.get("eval_loss") is not None and event.get("step") is not None:
-            series["eval loss"].append((event["step"], event["eval_loss"]))
+        if isinstance(event, StepEvent) and event.loss is not None and event.step is not None:
+            series["train loss"].append((event.step, event.loss))
+        elif isinstance(event, EvalEvent) and event.eval_loss is not None and event.step is not None:
+            series["eval loss"].append((event.step, event.eval_loss))
     return series
 
 
@@ -71,7 +72,7 @@ def sparkline(values: Sequence[float], width: int = 40) -> str:
     return "".join(_SPARK[min(len(_SPARK) - 1, int((v - low) / span * len(_SPARK)))] for v in values)
 
 
-def loss_curve_svg(events: Sequence[dict[str, Any]], width: int = 640, height: int = 260) -> str:
+def loss_curve_svg(events: Sequence[Event], width: int = 640, height: int = 260) -> str:
     """Train and eval loss against the step, as inline SVG."""
     series = {name: points for name, points in loss_series(events).items() if points}
     if not series:
@@ -121,7 +122,7 @@ def _md_cell(text: Any) -> str:
 
 
 def render_markdown(metrics: dict[str, Any], predictions: Sequence[dict[str, Any]], config: dict[str, Any],
-                    events: Sequence[dict[str, Any]]) -> str:
+                    events: Sequence[Event]) -> str:
     lines = [
         f"# Evaluation of run {metrics['run_id']}",
         "",
@@ -169,7 +170,7 @@ td.text{white-space:pre-wrap;max-width:22rem}
 
 
 def render_html(metrics: dict[str, Any], predictions: Sequence[dict[str, Any]], config: dict[str, Any],
-                events: Sequence[dict[str, Any]]) -> str:
+                events: Sequence[Event]) -> str:
     e = html.escape
     rows = "".join(
         f"<tr><td>{e(r['label'])}</td><td class='num'>{e(r['base'])}</td><td class='num'>{e(r['tuned'])}</td>"
@@ -209,7 +210,7 @@ Base and fine-tuned answers use the same greedy decoding: <code>{e(generation)}<
 
 
 def write_reports(directory: Path, metrics: dict[str, Any], predictions: Sequence[dict[str, Any]],
-                  config: dict[str, Any], events: Sequence[dict[str, Any]]) -> dict[str, Path]:
+                  config: dict[str, Any], events: Sequence[Event]) -> dict[str, Path]:
     paths = {"report_md": Path(directory) / "report.md", "report_html": Path(directory) / "report.html"}
     atomic.write_text(paths["report_md"], render_markdown(metrics, predictions, config, events))
     atomic.write_text(paths["report_html"], render_html(metrics, predictions, config, events))

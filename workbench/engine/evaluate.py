@@ -24,7 +24,7 @@ from typing import Any
 from workbench.core import atomic
 from workbench.core.config import RunConfig, load_run_config
 from workbench.core.errors import UserError
-from workbench.core.events import read_events
+from workbench.core.events import read_typed_events
 from workbench.core.jobs import DEFAULT_MAX_NEW_TOKENS, EvalRequest, split_path
 from workbench.core.metrics import corpus_scores, scores_per_example
 from workbench.core.report import write_reports
@@ -332,7 +332,7 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
         predictions.append(record)
 
     config_dict = config.model_dump(mode="json")
-    events = read_events(run.events_path)
+    events = read_typed_events(run.events_path)
     run.eval_path.mkdir(parents=True, exist_ok=True)
     atomic.write_text(run.eval_path / "predictions.jsonl",
                       "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions))

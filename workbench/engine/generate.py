@@ -49,8 +49,8 @@ from workbench.core.generation import (
     left_truncate,
     refuse_other_bases,
     split_around,
-    validate_params,
 )
+from workbench.core.jobs import GenerateRequest
 from workbench.core.workspace import Workspace
 from workbench.engine.models import compute_dtype, load_model, load_tokenizer, resolve_and_materialize
 
@@ -381,16 +381,12 @@ class Playground:
         """A generate request: every pane with the same prompt, seed and parameters."""
         if self.model is None:
             raise UserError("no model loaded: send a load request first")
-        params = validate_params(request.get("params") or {})
-        prompt = request.get("prompt") or ""
-        if not prompt.strip():
-            raise UserError("the prompt is empty")
+        params = GenerateRequest.from_message(request).check()
+        prompt = request["prompt"]
         try:
             tools = json.loads(normalize_tools(request.get("tools")) or "null")
         except ValueError as error:
             raise UserError(str(error)) from None
-        if tools and request.get("raw"):
-            raise UserError("tools need the chat template: turn raw mode off")
         input_ids, dropped = self.encode(prompt, request.get("system"), bool(request.get("raw")), params.max_new_tokens,
                                          tools)
         panes = request.get("panes") or [{"pane": "left", "adapter": None}]

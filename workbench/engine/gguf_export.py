@@ -122,9 +122,11 @@ class _Vocab:
         self.merges = gguf.SpecialVocab(model_dir, load_merges=True).merges
         self.pre = self._pre_tokenizer(data.get("pre_tokenizer"))
         pre_text, normalizer_text = json.dumps(data.get("pre_tokenizer")), json.dumps(data.get("normalizer"))
+        # llama.cpp's add_space_prefix puts "▁" before the text after every special token, as a Prepend
+        # normalizer or prepend_scheme "always" does. prepend_scheme "first" adds it at the start of the input
+        # only, so none after the special token that starts every chat prompt: no prefix in llama.cpp either.
         self.add_space_prefix = self.byte_fallback and (
-            '"Prepend"' in normalizer_text or '"prepend_scheme": "first"' in pre_text
-            or '"prepend_scheme": "always"' in pre_text)
+            '"Prepend"' in normalizer_text or '"prepend_scheme": "always"' in pre_text)
 
     def _pre_tokenizer(self, pre: dict | None) -> str | None:
         if self.byte_fallback:

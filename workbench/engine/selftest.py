@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workbench.core.events import EndEvent, Event, EventTail, StartEvent, StepEvent, read_typed_events
 from workbench.core.selftest import (
     METHODS,
     MODEL_BATCH,
@@ -275,20 +276,18 @@ class Watcher(threading.Thread):
         self.problem: str | None = None
 
     def run(self) -> None:  # noqa: D102 - threading.Thread's entry point
-        from workbench.core.events import EventTail
-
         tail = EventTail(self.rundir.events_path)
         deadline = time.monotonic() + WATCH_TIMEOUT_S
         requested_at = None
         while time.monotonic() < deadline:
-            for event in tail.read_new():
-                if event["type"] == "step":
-                    emit("progress", stage=self.method, step=event["step"], total=event["total_steps"],
-                         message=f"step {event['step']}/{event['total_steps']} loss {event.get('loss') or 0:.4f}")
-                    if requested_at is None and event["step"] >= self.pause_after:
+            for event in tail.read_new_events():
+                if isinstance(event, StepEvent):
+                    emit("progress", stage=self.method, step=event.step, total=event.total_steps,
+                         message=f"step {event.step}/{event.total_steps} loss {event.loss or 0:.4f}")
+                    if requested_at is None and event.step >= self.pause_after:
                         self.rundir.request("pause")
                         requested_at = time.monotonic()
-                elif event["type"] == "end":
+                elif isinstance(event, EndEvent):
                     if requested_at is None or self.paused_at is None:
                         self.problem = "the run ended before it could be paused"
                     return
@@ -308,23 +307,23 @@ class Watcher(threading.Thread):
         self.rundir.request("resume")
 
 
-def throughput(events: list[dict[str, Any]], batch: int, paused_at: int | None) -> dict[str, float | None]:
+def throughput(events: list[Event], batch: int, paused_at: int | None) -> dict[str, float | None]:
     """Samples/s and tokens/s over the steps after the first (which pays one-off allocation), leaving out
     the step that spans the pause and resume."""
-    steps = [e for e in events if e["type"] == "step" and e.get("tokens_seen") is not None]
+    steps = [e for e in events if isinstance(e, StepEvent) and e.extra.get("tokens_seen") is not None]
     seconds = tokens = samples = 0.0
     for before, after in zip(steps, steps[1:]):
-        if before["step"] == paused_at:
+        if before.step == paused_at:
             continue
-        seconds += after["time"] - before["time"]
-        tokens += after["tokens_seen"] - before["tokens_seen"]
-        samples += (after["step"] - before["step"]) * batch
+        seconds += after.time - before.time
+        tokens += after.extra["tokens_seen"] - before.extra["tokens_seen"]
+        samples += (after.step - before.step) * batch
     if seconds <= 0:
         return {"samples_per_s": None, "tokens_per_s": None}
     return {"samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds}
 
 
-def memory_report(config, shape, start: dict[str, Any], baseline: float, peak: float, meter: MemoryMeter):
+def memory_report(config, shape, start: StartEvent, baseline: float, peak: float, meter: MemoryMeter):
     """Measured peak against the workbench's estimate for this configuration, as a whole and, on a GPU, in two
     parts: what is allocated when training begins (weights + adapter) and what training adds (gradients,
     optimizer state, activations, logits). Not on the CPU: safetensors weights are memory-mapped and become
@@ -332,8 +331,8 @@ def memory_report(config, shape, start: dict[str, Any], baseline: float, peak: f
     measure sees it."""
     from workbench.core.memory import estimate_memory
 
-    estimate = estimate_memory(config, shape, gradient_checkpointing=bool(start.get("gradient_checkpointing")))
-    at_start = start.get("vram_allocated_mb") if meter.cuda else None
+    estimate = estimate_memory(config, shape, gradient_checkpointing=bool(start.extra.get("gradient_checkpointing")))
+    at_start = start.extra.get("vram_allocated_mb") if meter.cuda else None
     loaded = at_start * MB - baseline if at_start is not None else None
     measured = peak - baseline
     estimated_loaded = estimate.weights_bytes + estimate.adapter_bytes
@@ -350,7 +349,6 @@ def memory_report(config, shape, start: dict[str, Any], baseline: float, peak: f
 
 def train_method(method: str, scratch: Path, model_dir: Path, plan: tuple[int, int, int, int], probe: dict,
                  meter: MemoryMeter) -> dict[str, Any]:
-    from workbench.core.events import read_events
     from workbench.core.family import read_config_json
     from workbench.core.memory import shape_from_config
     from workbench.core.newrun import create_run
@@ -376,26 +374,27 @@ def train_method(method: str, scratch: Path, model_dir: Path, plan: tuple[int, i
                 "preset": preset}
     if watcher.problem or watcher.paused_at is None:
         return {"status": "failed", "reason": watcher.problem or "the run was not paused", "preset": preset}
-    events = read_events(run.events_path)
-    start = next(e for e in events if e["type"] == "start")
-    end = next(e for e in events if e["type"] == "end")
-    if end["status"] != "completed" or end["step"] != steps:
-        return {"status": "failed", "reason": f"the run ended {end['status']} at step {end['step']} of {steps}",
+    events = read_typed_events(run.events_path)
+    start = next(e for e in events if isinstance(e, StartEvent))
+    end = next(e for e in events if isinstance(e, EndEvent))
+    if end.status != "completed" or end.step != steps:
+        return {"status": "failed", "reason": f"the run ended {end.status} at step {end.step} of {steps}",
                 "preset": preset}
     shape = shape_from_config(read_config_json(model_dir))
     speed = throughput(events, batch * config.training.gradient_accumulation_steps, watcher.paused_at)
-    peak_tflops = probe["tflops"].get(start["precision"]) or probe["tflops"].get("fp32")
-    flops = training_flops_per_token(shape, max_length, start["trainable_params"])
+    started = start.extra  # what this trainer adds to the schema's start event
+    peak_tflops = probe["tflops"].get(started.get("precision")) or probe["tflops"].get("fp32")
+    flops = training_flops_per_token(shape, max_length, start.trainable_params)
     mfu = speed["tokens_per_s"] * flops / (peak_tflops * 1e12) if speed["tokens_per_s"] and peak_tflops else None
     result = {
-        "status": "ok", "reason": None, "preset": preset, "run_dir": str(run.path), "precision": start["precision"],
-        "steps": end["step"], "batch": batch, "max_length": max_length, **speed, "mfu": mfu,
+        "status": "ok", "reason": None, "preset": preset, "run_dir": str(run.path), "precision": started.get("precision"),
+        "steps": end.step, "batch": batch, "max_length": max_length, **speed, "mfu": mfu,
         "model_tflops": speed["tokens_per_s"] * flops / 1e12 if speed["tokens_per_s"] else None,
         "peak_tflops": peak_tflops, "paused_at_step": watcher.paused_at, "pause_s": watcher.pause_s,
-        "attention": ATTENTION_NAMES.get(start.get("attention"), start.get("attention")),
-        "liger": bool(start.get("liger_kernel")),
-        "gradient_checkpointing": start.get("gradient_checkpointing"),
-        "trainable_params": start["trainable_params"],
+        "attention": ATTENTION_NAMES.get(started.get("attention"), started.get("attention")),
+        "liger": bool(started.get("liger_kernel")),
+        "gradient_checkpointing": started.get("gradient_checkpointing"),
+        "trainable_params": start.trainable_params,
         "memory": memory_report(config, shape, start, baseline, peak, meter),
     }
     emit("progress", stage=method, message="generating with and without the adapter")

@@ -1,6 +1,8 @@
-"""Messages posted by the tail worker thread to the live view."""
+"""Messages about runs: from the tail worker thread to the live view, and from the workers that start runs."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from textual.message import Message
 
@@ -28,3 +30,10 @@ class RunStateChanged(Message):
         self.actions = actions
         self.run_id = actions.run_id
         self.state = actions.state
+
+
+@dataclass
+class RunLaunched(Message):
+    """A launch worker created and started the run `run_id`."""
+
+    run_id: str

@@ -8,6 +8,7 @@ process (`python -m workbench.engine.models --materialize`), whose log lines are
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -17,6 +18,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.suggester import Suggester
 from textual.widget import Widget
@@ -41,6 +43,59 @@ BAR_WIDTH = 36
 def start_conversion(spec: str, workspace_root: Path) -> JobClient:
     return start_job("workbench.engine.models", ["--materialize", spec, "--workspace", str(workspace_root)],
                      workspace_root / "logs" / "convert-model.log")
+
+
+# -- results of the thread workers --------------------------------------------------------------------
+
+@dataclass
+class DataStatus(Message):
+    text: str
+    error: bool = False
+
+
+@dataclass
+class DemoReady(Message):
+    """The demo dataset is in the workspace; `path` is its source file."""
+
+    path: str
+
+
+@dataclass
+class DatasetLoaded(Message):
+    prepared: Prepared
+
+
+@dataclass
+class LengthsMeasured(Message):
+    prepared: Prepared  # the one measured: a newer one may have been loaded meanwhile
+    stats: dict[str, Any]
+
+
+@dataclass
+class LengthsNote(Message):
+    text: str
+
+
+@dataclass
+class LengthsFailed(Message):
+    text: str
+
+
+@dataclass
+class ConversionNeeded(Message):
+    """The model `spec` has a tokenizer only after its one-time conversion (the user asked for it)."""
+
+    spec: str
+
+
+class ConversionDone(Message):
+    pass
+
+
+@dataclass
+class SplitWritten(Message):
+    out: Path
+    manifest: dict[str, Any]
 
 
 class PathSuggester(Suggester):
@@ -249,15 +304,18 @@ class DataScreen(Screen):
         try:
             ensure_demo_dataset(self.app.workspace)
         except UserError as error:
-            self.app.call_from_thread(self.set_status, str(error), True)
+            self.post_message(DataStatus(str(error), error=True))
             return
-        self.app.call_from_thread(self._start_with, str(DEMO_FILE))
+        self.post_message(DemoReady(str(DEMO_FILE)))
 
-    def _start_with(self, path: str) -> None:
+    def on_data_status(self, message: DataStatus) -> None:
+        self.set_status(message.text, message.error)
+
+    def on_demo_ready(self, message: DemoReady) -> None:
         self.refresh_datasets()
         path_input = self.query_one("#path", Input)
         if not path_input.value:
-            path_input.value = path
+            path_input.value = message.path
             self.load()
 
     def action_focus_path(self) -> None:
@@ -297,15 +355,15 @@ class DataScreen(Screen):
             prepared = prepare(path, parse_mapping(mapping), skip_bad=True, system_prompt=system, stratify=stratify,
                                text_split=text_split)
         except UserError as error:
-            self.app.call_from_thread(self.set_status, str(error), True)
+            self.post_message(DataStatus(str(error), error=True))
             return
         self.text_split = text_split
-        self.app.call_from_thread(self._show_prepared, prepared)
+        self.post_message(DatasetLoaded(prepared))
 
-    def _show_prepared(self, prepared: Prepared) -> None:
+    def on_dataset_loaded(self, message: DatasetLoaded) -> None:
         from workbench.core.data.messages import display_text
 
-        self.prepared = prepared
+        self.prepared = prepared = message.prepared
         self.stats = None
         table = self.query_one("#preview", Table)
         rows = []
@@ -390,27 +448,28 @@ class DataScreen(Screen):
                                      tools=[row.tools for row in prepared.rows], max_target_length=max_target_length)
         except NeedsConversion:
             if convert:
-                self.app.call_from_thread(self._convert, spec)
+                self.post_message(ConversionNeeded(spec))
             else:
-                self.app.call_from_thread(self._stats_note, f"{spec} is converted once (about 30 s) before its "
-                                                            f"tokenizer can be used: press ctrl+l.")
+                self.post_message(LengthsNote(f"{spec} is converted once (about 30 s) before its tokenizer can be "
+                                              f"used: press ctrl+l."))
             return
         except UserError as error:
-            self.app.call_from_thread(self._stats_error, str(error))
+            self.post_message(LengthsFailed(str(error)))
             return
-        self.app.call_from_thread(self._show_stats, prepared, stats)
+        self.post_message(LengthsMeasured(prepared, stats))
 
-    def _stats_note(self, text: str) -> None:
-        """On the UI thread, and only while the screen is still up (the app may be closing under the worker)."""
+    def on_lengths_note(self, message: LengthsNote) -> None:
+        """Only while the screen is still up (the app may be closing under the worker)."""
         for stats in self.query("#stats").results(Static):
-            stats.update(text)
+            stats.update(message.text)
 
-    def _stats_error(self, message: str) -> None:
-        self.query_one("#stats", Static).update(Text(message, style="red"))
-        self.set_status(message, error=True)
+    def on_lengths_failed(self, message: LengthsFailed) -> None:
+        self.query_one("#stats", Static).update(Text(message.text, style="red"))
+        self.set_status(message.text, error=True)
 
-    def _show_stats(self, prepared: Prepared, stats: dict[str, Any]) -> None:
-        if prepared is not self.prepared:
+    def on_lengths_measured(self, message: LengthsMeasured) -> None:
+        stats = message.stats
+        if message.prepared is not self.prepared:
             return  # a newer file was loaded meanwhile
         self.stats = stats
         self.query_one("#stats", Static).update(stats_text(stats))
@@ -420,9 +479,9 @@ class DataScreen(Screen):
         self.set_status(stats["warning"] or f"token lengths measured: p99 {p99}",
                         error=bool(stats["warning"]))
 
-    def _convert(self, spec: str) -> None:
-        self.query_one("#stats", Static).update(f"{spec}: converting the model once for its tokenizer …")
-        self._run_conversion(spec)
+    def on_conversion_needed(self, message: ConversionNeeded) -> None:
+        self.query_one("#stats", Static).update(f"{message.spec}: converting the model once for its tokenizer …")
+        self._run_conversion(message.spec)
 
     @thread_worker("converting the model for its tokenizer", group="convert", exclusive=True)
     def _run_conversion(self, spec: str) -> None:
@@ -431,16 +490,19 @@ class DataScreen(Screen):
         try:
             for message in client.messages():
                 if message.get("type") == "log":
-                    self.app.call_from_thread(self.set_status, f"{spec}: {message.get('message')}")
+                    self.post_message(DataStatus(f"{spec}: {message.get('message')}"))
                 elif message.get("type") == "error":
                     failed = str(message.get("message"))
         finally:
             client.close()
             self.converter = None
         if failed:
-            self.app.call_from_thread(self._stats_error, f"conversion failed: {failed}")
+            self.post_message(LengthsFailed(f"conversion failed: {failed}"))
         else:
-            self.app.call_from_thread(self.measure_lengths, False)
+            self.post_message(ConversionDone())
+
+    def on_conversion_done(self) -> None:
+        self.measure_lengths(False)
 
     # -- split -----------------------------------------------------------------------------------
     @on(Button.Pressed, "#do-split")
@@ -480,12 +542,12 @@ class DataScreen(Screen):
                                      token_stats=self.stats if self.stats and self.stats["rows"] == len(prepared.rows)
                                      else None)
         except UserError as error:
-            self.app.call_from_thread(self.set_status, str(error), True)
+            self.post_message(DataStatus(str(error), error=True))
             return
-        self.app.call_from_thread(self._split_done, out, manifest)
+        self.post_message(SplitWritten(out, manifest))
 
-    def _split_done(self, out: Path, manifest: dict[str, Any]) -> None:
-        counts = manifest["counts"]
+    def on_split_written(self, message: SplitWritten) -> None:
+        out, counts = message.out, message.manifest["counts"]
         text = f"wrote {out}\ntrain {counts['train']} · val {counts['val']} · test {counts['test']} rows"
         self.query_one("#split-result", Static).update(text)
         self.set_status(f"split done: {out.name} (train {counts['train']}, val {counts['val']}, test {counts['test']})")

@@ -23,7 +23,8 @@ from workbench.core.export import FORMATS, QUANTS, human_size
 from workbench.core.jobs import EvalRequest, ExportRequest
 from workbench.core.report import metric_table
 from workbench.core.runs import RunDir, list_runs
-from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
+from workbench.ui.jobs import (JobClient, JobError, JobExited, JobProgress, JobResult, JobStatus,
+                              forward_job_messages, start_job)
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
 from workbench.ui.workers import thread_worker
@@ -316,36 +317,44 @@ class EvaluateScreen(Screen):
     def _read_messages(self, job: str, client: JobClient) -> None:
         forward_job_messages(self, job, client)
 
-    def on_job_message(self, message: JobMessage) -> None:
-        data, kind = message.data, message.data.get("type")
+    def on_job_status(self, message: JobStatus) -> None:
+        self.set_status(message.text)
+
+    def on_job_progress(self, message: JobProgress) -> None:
         progress = self.query_one("#progress", ProgressBar)
-        if kind == "status":
-            self.set_status(data.get("message", ""))
-        elif kind == "progress" and message.job == "export" and data.get("total"):
+        if not message.total:
+            return
+        if message.job == "export":
             # stages: merge, convert (one step per tensor), write, quantize
-            progress.update(total=data["total"], progress=data["done"])
-            unit = " tensors" if data["stage"] == "convert" else ""
-            self.set_status(f"export: {data['stage']} {data['done']}/{data['total']}{unit}")
-        elif kind == "progress" and data.get("total"):
-            stage = _STAGES.index((data["phase"], data["stage"]))
-            progress.update(progress=stage + data["done"] / data["total"])
-            self.set_status(f"{data['phase']}: {data['stage']} {data['done']}/{data['total']}")
-        elif kind == "result" and message.job == "eval":
+            progress.update(total=message.total, progress=message.done)
+            unit = " tensors" if message.stage == "convert" else ""
+            self.set_status(f"export: {message.stage} {message.done}/{message.total}{unit}")
+        else:
+            phase = message.data["phase"]
+            progress.update(progress=_STAGES.index((phase, message.stage)) + message.done / message.total)
+            self.set_status(f"{phase}: {message.stage} {message.done}/{message.total}")
+
+    def on_job_result(self, message: JobResult) -> None:
+        data = message.data
+        if message.job == "eval":
             metrics = data["metrics"]
             self.show_results(metrics, read_predictions(Path(metrics["files"]["predictions"])))
             self.set_status(f"done: {metrics['num_examples']} examples, {metrics['examples_per_s']:.2f} examples/s · "
                             f"ctrl+o: report path")
-        elif kind == "result" and message.job == "export":
-            self.set_status(f"exported to {data['out']} ({len(data['files'])} files, {data['bytes'] / 1e6:.1f} MB)")
+        elif message.job == "export":
+            self.set_status(f"exported to {data['out']} ({len(data['files'])} files, {human_size(data['bytes'])})")
             sizes = data.get("sizes") or {}
             listing = "\n".join(f"{human_size(size):>9}  {name}" for name, size in sizes.items())
             if data.get("hub_url"):
                 listing += f"\nuploaded: {data['hub_url']}"
             self.notify(listing or data["out"], title=f"exported to {data['out']}", timeout=20, markup=False)
-        elif kind == "error" and self.job_outcome is None:
+
+    def on_job_error(self, message: JobError) -> None:
+        if self.job_outcome is None:
             # A worker reports its error, then jsonproc adds one for the non-zero exit: keep the first.
             self.job_outcome = "failed"
-            self.set_status(data.get("message", "failed"), error=True)
-        elif kind == "exit":
-            self.job, self.client = None, None
-            progress.display = False
+            self.set_status(message.text, error=True)
+
+    def on_job_exited(self, message: JobExited) -> None:
+        self.job, self.client = None, None
+        self.query_one("#progress", ProgressBar).display = False

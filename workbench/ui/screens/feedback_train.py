@@ -21,6 +21,7 @@ from workbench.core.feedback_train import (
     trainable_feedback,
 )
 from workbench.core.runs import open_run
+from workbench.ui.messages import RunLaunched
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.workers import WorkFailed, thread_worker
 
@@ -138,7 +139,7 @@ class FeedbackTrainScreen(ModalScreen[None]):
         from workbench.core.feedback_train import start_feedback_run
 
         run = start_feedback_run(self.app.workspace, self.parent_run, share, max_steps)
-        self.app.call_from_thread(self._started, run.run_id)
+        self.post_message(RunLaunched(run.run_id))
 
     def on_work_failed(self, message: WorkFailed) -> None:
         """A refused or failed start is shown in the dialog, which can be sent again."""
@@ -146,9 +147,9 @@ class FeedbackTrainScreen(ModalScreen[None]):
         self.starting = False
         self.query_one("#fb-error", Static).update(message.text)
 
-    def _started(self, run_id: str) -> None:
+    def on_run_launched(self, message: RunLaunched) -> None:
         self.dismiss()
-        self.app.show_run(run_id)
+        self.app.show_run(message.run_id)
 
     def action_cancel(self) -> None:
         self.dismiss()

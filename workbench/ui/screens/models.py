@@ -7,23 +7,39 @@ events, then done or error); listing and removal run in thread workers (huggingf
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Header, Input, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from workbench.core.hub import describe_progress, format_bytes
 from workbench.core.model_library import format_parameters, list_models, remove_model
-from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
+from workbench.ui.jobs import (JobClient, JobError, JobProgress, JobResult, JobStatus, forward_job_messages,
+                              start_job)
 from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
 from workbench.ui.workers import thread_worker
 
 COLUMNS = ("model", "kind", "family", "params", "size", "last used", "runs")
+
+
+@dataclass
+class ModelsListed(Message):
+    """core.model_library entries of the cached models, read off the event loop."""
+
+    entries: list
+
+
+@dataclass
+class ModelRemoved(Message):
+    name: str
 
 
 def start_pull(repo: str, workspace_root) -> JobClient:
@@ -93,9 +109,10 @@ class ModelsScreen(Screen):
         worker = get_current_worker()
         entries = list_models(self.app.workspace)
         if not worker.is_cancelled:
-            self.app.call_from_thread(self._show, entries)
+            self.post_message(ModelsListed(entries))
 
-    def _show(self, entries: list) -> None:
+    def on_models_listed(self, message: ModelsListed) -> None:
+        entries = message.entries
         import time
 
         table = self.query_one("#models", Table)
@@ -144,25 +161,24 @@ class ModelsScreen(Screen):
     def _follow_pull(self, job: JobClient) -> None:
         forward_job_messages(self, "pull", job)
 
-    def on_job_message(self, message: JobMessage) -> None:
-        if message.job != "pull":
-            return
-        data = message.data
-        status = self.query_one("#pull-status", Static)
-        if data["type"] == "download":
-            self.query_one("#pull-progress", ProgressBar).update(total=data.get("bytes_total") or None,
-                                                                  progress=data.get("bytes_done") or 0)
-            status.update(describe_progress(data))
-        elif data["type"] == "log":
-            status.update(str(data.get("message")))
-        elif data["type"] == "done":
-            status.update(f"{data.get('repo')} is ready")
-            self.action_refresh()
-        elif data["type"] == "error":
-            status.update(f"[b red]{escape(str(data.get('message')))}[/]")
-            self.notify(str(data.get("message")), severity="error", timeout=10)
-        elif data["type"] == "exit":
-            self.pull_job = None
+    def on_job_progress(self, message: JobProgress) -> None:
+        self.query_one("#pull-progress", ProgressBar).update(total=message.data.get("bytes_total") or None,
+                                                              progress=message.data.get("bytes_done") or 0)
+        self.query_one("#pull-status", Static).update(describe_progress(message.data))
+
+    def on_job_status(self, message: JobStatus) -> None:
+        self.query_one("#pull-status", Static).update(message.text)
+
+    def on_job_result(self, message: JobResult) -> None:
+        self.query_one("#pull-status", Static).update(f"{message.data.get('repo')} is ready")
+        self.action_refresh()
+
+    def on_job_error(self, message: JobError) -> None:
+        self.query_one("#pull-status", Static).update(f"[b red]{escape(message.text)}[/]")
+        self.notify(message.text, severity="error", timeout=10)
+
+    def on_job_exited(self) -> None:
+        self.pull_job = None
 
     def on_unmount(self) -> None:
         if self.pull_job is not None:
@@ -186,5 +202,8 @@ class ModelsScreen(Screen):
     @thread_worker("removing the model", group="remove")
     def _remove(self, entry) -> None:
         remove_model(entry)
-        self.app.call_from_thread(self.notify, f"removed {entry.name}")
-        self.app.call_from_thread(self.action_refresh)
+        self.post_message(ModelRemoved(entry.name))
+
+    def on_model_removed(self, message: ModelRemoved) -> None:
+        self.notify(f"removed {message.name}")
+        self.action_refresh()

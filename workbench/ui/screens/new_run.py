@@ -25,7 +25,8 @@ from workbench.core.config import config_to_dict
 from workbench.core.errors import UserError
 from workbench.core.newrun import create_run, resolve_config
 from workbench.core.presets import list_presets
-from workbench.ui.gpus import detect_gpus_in_background
+from workbench.ui.gpus import GpusDetected, detect_gpus_in_background
+from workbench.ui.messages import RunLaunched
 from workbench.ui.themes import read_settings, remember
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.workers import WorkFailed, thread_worker
@@ -174,14 +175,14 @@ class NewRunScreen(Screen):
     def on_mount(self) -> None:
         self.sub_title = "new run"
         self.refresh_review()
-        detect_gpus_in_background(self, self._gpus_detected)
+        detect_gpus_in_background(self)
 
-    def _gpus_detected(self, gpus: list) -> None:
+    def on_gpus_detected(self, message: GpusDetected) -> None:
         from workbench.core.memory import describe_gpus
 
-        self.gpus = gpus
-        if gpus:
-            line = f"GPUs: {describe_gpus(gpus)}"
+        self.gpus = message.gpus
+        if self.gpus:
+            line = f"GPUs: {describe_gpus(self.gpus)}"
         else:
             line = f"no CUDA GPU: CPU, 1 process (ddp over gloo: up to {os.cpu_count() or 1} processes)"
         self.query_one("#gpus", Static).update(line)
@@ -319,7 +320,7 @@ class NewRunScreen(Screen):
 
         run = create_run(self.app.workspace, config, run_id)
         launch(run)
-        self.app.call_from_thread(self._started, run.run_id)
+        self.post_message(RunLaunched(run.run_id))
 
     def on_work_failed(self, message: WorkFailed) -> None:
         """A refused or failed launch is shown under the form, which can be sent again."""
@@ -328,10 +329,10 @@ class NewRunScreen(Screen):
         self.query_one("#start", Button).disabled = False
         self.query_one("#form-error", Static).update(message.text)
 
-    def _started(self, run_id: str) -> None:
+    def on_run_launched(self, message: RunLaunched) -> None:
         remember(self.app.workspace, LAST_PRESET, self.form_values()["preset"])
         self.app.pop_screen()
-        self.app.show_run(run_id)
+        self.app.show_run(message.run_id)
 
 
 def memory_estimate_text(config, workspace, gpus: list) -> str:

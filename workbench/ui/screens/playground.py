@@ -34,6 +34,7 @@ from workbench.core.generation import (
     load_request,
     validate_params,
 )
+from workbench.core.jobs import GenerateRequest
 from workbench.core.models import DEFAULT_MODEL
 from workbench.ui.jobs import JobClient, start_job
 from workbench.ui.widgets.footer import KeysFooter
@@ -50,7 +51,7 @@ class GenerationClient(JobClient, Protocol):
 
 
 def start_worker(workspace) -> GenerationClient:
-    job = start_job("workbench.engine.generate", ["--workspace", str(workspace.root)],
+    job = start_job(GenerateRequest.MODULE, GenerateRequest.argv(workspace),
                     workspace.root / "logs" / "playground-worker.log")
     return cast(GenerationClient, job)  # a JsonLineProcess, which has send
 
@@ -89,6 +90,14 @@ class PaneFinished(Message):
 
 class GenerationDone(Message):
     pass
+
+
+@dataclass
+class AutoTrainStarted(Message):
+    """The auto-train worker's outcome: the run it started, or why none was (severity "error")."""
+
+    text: str
+    severity: str
 
 
 class WorkerFailed(Message):
@@ -529,14 +538,12 @@ class PlaygroundScreen(Screen):
             return
         prompt = self.query_one("#prompt", TextArea).text
         try:
-            if not prompt.strip():
-                raise UserError("the prompt is empty")
             params = self._params()
             targets = self._blind_sides() if self.blind else self._targets()
-            request = {"type": "generate", "prompt": prompt, "tools": self._tools_for(prompt),
-                       "system": self.query_one("#system", Input).value or None,
-                       "raw": self.query_one("#raw", Checkbox).value, "params": params,
-                       "panes": [{"pane": pane, "adapter": value} for pane, value in targets]}
+            request = GenerateRequest(prompt, params, [{"pane": pane, "adapter": value} for pane, value in targets],
+                                      self.query_one("#system", Input).value or None,
+                                      self.query_one("#raw", Checkbox).value, self._tools_for(prompt))
+            request.check()
             ready = self._ensure_loaded()
         except UserError as error:
             self.set_status(str(error), error=True)
@@ -544,19 +551,19 @@ class PlaygroundScreen(Screen):
         self.generating = True
         self.awaiting_vote = False  # a round not voted on is dropped
         self.refresh_bindings()
-        system = request["system"]
+        system = request.system
         for pane, value in targets:
             answer_pane = self.query_one(f"#pane-{pane}", AnswerPane)
             answer_pane.hide_target = self.blind
             answer_pane.start(Answer(prompt, system, value, params))
-        self.query_one("#pane-right", AnswerPane).display = len(request["panes"]) > 1
+        self.query_one("#pane-right", AnswerPane).display = len(request.panes) > 1
         self.truncated.clear()
         self.stop_requested = False
         if ready:
-            self._send(request)
+            self._send(request.message())
             self.set_status("generating…")
         else:
-            self.pending_generate = request
+            self.pending_generate = request.message()
 
     def action_cancel(self) -> None:
         if self.generating and self.client is not None:
@@ -773,8 +780,8 @@ class PlaygroundScreen(Screen):
             message, severity = f"auto-train: started {run.run_id} from {parent}", "information"
         except UserError as error:
             message, severity = f"auto-train: {error}", "error"
-        self.app.call_from_thread(self._auto_train_done, message, severity)
+        self.post_message(AutoTrainStarted(message, severity))
 
-    def _auto_train_done(self, message: str, severity: str) -> None:
+    def on_auto_train_started(self, message: AutoTrainStarted) -> None:
         self.auto_training = False
-        self.notify(message, severity=severity)
+        self.notify(message.text, severity=message.severity)

@@ -23,7 +23,7 @@ from workbench.core.config import RunConfig, validate_config
 from workbench.core.errors import UserError
 from workbench.core.family import FAMILIES
 from workbench.core.presets import Preset, differences, family_default, flatten, list_presets, save_user_preset
-from workbench.ui.gpus import detect_gpus_in_background
+from workbench.ui.gpus import GpusDetected, detect_gpus_in_background
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
 
@@ -152,10 +152,10 @@ class PresetsScreen(Screen):
         table.add_column("field (* changed) enter/i edits", key="field", width=30)
         table.add_column("value", key="value")
         self.reload()
-        detect_gpus_in_background(self, self._gpus_detected)
+        detect_gpus_in_background(self)
 
-    def _gpus_detected(self, gpus: list) -> None:
-        self.gpus = gpus
+    def on_gpus_detected(self, message: GpusDetected) -> None:
+        self.gpus = message.gpus
         self.refresh_memory()
 
     # -- the list ---------------------------------------------------------------------------------

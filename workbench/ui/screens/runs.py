@@ -3,9 +3,12 @@ the blind A/B tally, delete a finished one."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
@@ -25,6 +28,20 @@ from workbench.ui.workers import thread_worker
 # preset, cut there, are in the detail line of the highlighted run.
 COLUMNS = ("", "run", "status", "steps", "best eval", "duration", "model", "preset")
 REFRESH_S = 5.0
+
+
+@dataclass
+class RunsListed(Message):
+    """Every run's summary (core.runs.RunDir.summary), read off the event loop."""
+
+    summaries: list[dict]
+
+
+@dataclass
+class CurvesRead(Message):
+    """The comparison chart's lines: "index:train|eval" -> (steps, losses)."""
+
+    lines: dict
 
 
 def summary_row(summary: dict, marked: bool) -> tuple:
@@ -106,9 +123,10 @@ class RunsScreen(Screen):
         worker = get_current_worker()
         summaries = [run.summary() for run in list_runs(self.app.workspace)]
         if not worker.is_cancelled:
-            self.app.call_from_thread(self._show, summaries)
+            self.post_message(RunsListed(summaries))
 
-    def _show(self, summaries: list[dict]) -> None:
+    def on_runs_listed(self, message: RunsListed) -> None:
+        summaries = message.summaries
         table = self.query_one("#runs", Table)
         selected = self.selected_run_id()
         self.summaries = {s["run_id"]: s for s in summaries}
@@ -251,10 +269,10 @@ class CompareScreen(ModalScreen[None]):
                           and isinstance(getattr(e, field), (int, float))]
                 lines[f"{index}:{label}"] = ([p[0] for p in points], [p[1] for p in points])
         if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show, lines)
+            self.post_message(CurvesRead(lines))
 
-    def _show(self, lines: dict) -> None:
-        self.query_one("#compare-chart").set_lines(lines)
+    def on_curves_read(self, message: CurvesRead) -> None:
+        self.query_one("#compare-chart").set_lines(message.lines)
 
     def action_close(self) -> None:
         self.dismiss()

@@ -24,7 +24,8 @@ from workbench.core.hardware import format_report
 from workbench.core.jobs import InspectRequest
 from workbench.core.selftest import METHOD_COLUMNS, METHODS, STAGES, format_selftest, method_row, progress_line
 from workbench.core.models import DEFAULT_MODEL
-from workbench.ui.jobs import JobClient, JobMessage, forward_job_messages, start_job
+from workbench.ui.jobs import (JobClient, JobError, JobExited, JobProgress, JobResult, JobStage, JobStatus,
+                              forward_job_messages, start_job)
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
 from workbench.ui.workers import thread_worker
@@ -159,24 +160,6 @@ class SystemScreen(Screen):
         status.update(text)
         status.set_class(error, "error")
 
-    def _on_selftest_message(self, data: dict[str, Any]) -> None:
-        kind = data.get("type")
-        if kind in ("progress", "stage"):
-            self.set_selftest_status(progress_line(data) or "")
-        if kind == "stage":
-            self.query_one("#selftest-progress", ProgressBar).advance(1)
-            if data["stage"] in METHODS:
-                self.selftest_rows.append((data["stage"], method_row(data)))
-                self.query_one("#selftest-table", Table).replace_rows(self.selftest_rows)
-        elif kind == "result":
-            self.selftest_report = data["report"]
-            lines = format_selftest(self.selftest_report)
-            self.set_selftest_status(lines[0] + " · ctrl+s: run again", error=not self.selftest_report["ok"])
-            self.query_one("#selftest-text", Static).update("\n".join(line for line in lines[1:]
-                                                                       if not line.startswith("stage ")))
-        elif kind == "error":
-            self.set_selftest_status(f"the self-test failed: {data.get('message', 'failed')}", error=True)
-
     # -- model structure ----------------------------------------------------------------------
     @on(Input.Submitted, "#model")
     @on(Input.Submitted, "#rank")
@@ -211,30 +194,51 @@ class SystemScreen(Screen):
     def _read_messages(self, job: str, client: JobClient) -> None:
         forward_job_messages(self, job, client)
 
-    def on_job_message(self, message: JobMessage) -> None:
-        data, kind = message.data, message.data.get("type")
-        if message.job == "doctor":
-            if kind == "result":
-                self._show_report(data["report"])
-            elif kind == "error" and not self.doctor_failed:
-                self._show_report_error(data.get("message", "failed"))
-            elif kind == "exit":
-                self.doctor = None
-            return
+    def on_job_status(self, message: JobStatus) -> None:
+        if message.job == "inspect":
+            self.set_inspect_status(message.text)
+
+    def on_job_progress(self, message: JobProgress) -> None:
         if message.job == "selftest":
-            if kind == "exit":
-                self.selftest = None
-            else:
-                self._on_selftest_message(data)
+            self.set_selftest_status(progress_line(message.data) or "")
+
+    def on_job_stage(self, message: JobStage) -> None:
+        if message.job != "selftest":
             return
-        if kind == "status":
-            self.set_inspect_status(data.get("message", ""))
-        elif kind == "result":
-            self.show_analysis(data)
-        elif kind == "error" and not self.job_failed:
+        self.set_selftest_status(progress_line(message.data) or "")
+        self.query_one("#selftest-progress", ProgressBar).advance(1)
+        if message.stage in METHODS:
+            self.selftest_rows.append((message.stage, method_row(message.data)))
+            self.query_one("#selftest-table", Table).replace_rows(self.selftest_rows)
+
+    def on_job_result(self, message: JobResult) -> None:
+        if message.job == "doctor":
+            self._show_report(message.data["report"])
+        elif message.job == "selftest":
+            self.selftest_report = message.data["report"]
+            lines = format_selftest(self.selftest_report)
+            self.set_selftest_status(lines[0] + " · ctrl+s: run again", error=not self.selftest_report["ok"])
+            self.query_one("#selftest-text", Static).update("\n".join(line for line in lines[1:]
+                                                                       if not line.startswith("stage ")))
+        else:
+            self.show_analysis(message.data)
+
+    def on_job_error(self, message: JobError) -> None:
+        if message.job == "doctor":
+            if not self.doctor_failed:
+                self._show_report_error(message.text)
+        elif message.job == "selftest":
+            self.set_selftest_status(f"the self-test failed: {message.text}", error=True)
+        elif not self.job_failed:
             self.job_failed = True  # keep the worker's own message, not jsonproc's exit-code line after it
-            self.set_inspect_status(data.get("message", "failed"), error=True)
-        elif kind == "exit":
+            self.set_inspect_status(message.text, error=True)
+
+    def on_job_exited(self, message: JobExited) -> None:
+        if message.job == "doctor":
+            self.doctor = None
+        elif message.job == "selftest":
+            self.selftest = None
+        else:
             self.client = None
 
     def show_analysis(self, analysis: dict[str, Any]) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
@@ -16,6 +19,13 @@ from workbench.ui.widgets.confirm import ConfirmScreen
 from workbench.ui.widgets.footer import KeysFooter
 from workbench.ui.widgets.table import Table
 from workbench.ui.workers import thread_worker
+
+
+@dataclass
+class ActiveRunsFound(Message):
+    """The landing table's rows: (run id, state, model, step/total) of each run in progress."""
+
+    rows: list[tuple]
 
 
 class TrainScreen(Screen):
@@ -109,9 +119,10 @@ class TrainScreen(Screen):
                 rows.append((run.run_id, summary["state"], summary["model"] or "-",
                              f"{summary['step']}/{summary['total_steps'] or '?'}"))
         if not worker.is_cancelled:
-            self.app.call_from_thread(self._show_active_runs, rows)
+            self.post_message(ActiveRunsFound(rows))
 
-    def _show_active_runs(self, rows: list[tuple]) -> None:
+    def on_active_runs_found(self, message: ActiveRunsFound) -> None:
+        rows = message.rows
         tables = self.query("#active-runs")
         if not tables or self.shown_run_id is not None:
             return  # a run was opened meanwhile
@@ -198,4 +209,4 @@ class TrainScreen(Screen):
         from workbench.core.launcher import relaunch
 
         checkpoint, _ = relaunch(run)
-        self.app.call_from_thread(self.notify, f"{run.run_id} restarted from {checkpoint.name}")
+        self.notify(f"{run.run_id} restarted from {checkpoint.name}")  # notify is thread-safe

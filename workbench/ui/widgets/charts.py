@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from rich.color import Color
 from rich.style import Style
 from rich.text import Text
+from textual.message import Message
 from textual.strip import Strip
 from textual_plotext import PlotextPlot
 
@@ -61,6 +63,15 @@ def downsample(xs: Sequence[float], ys: Sequence[float], max_points: int) -> tup
     if picked[-1] != len(xs) - 1:
         picked.append(len(xs) - 1)
     return [xs[i] for i in picked], [ys[i] for i in picked]
+
+
+
+@dataclass
+class ChartDrawn(Message):
+    """A chart drawn off the event loop for the data and size in `key`."""
+
+    key: tuple
+    drawing: Drawing
 
 
 class MetricChart(PlotextPlot):
@@ -130,9 +141,11 @@ class MetricChart(PlotextPlot):
     @thread_worker("drawing a chart", group="chart-build")
     def _build_in_thread(self, key: tuple, base_style: Style) -> None:
         drawing = self._build(base_style)
-        self.app.call_from_thread(self._swap_in, key, drawing)
+        self.post_message(ChartDrawn(key, drawing))
 
-    def _swap_in(self, key: tuple, drawing: Drawing) -> None:
+    def on_chart_drawn(self, message: ChartDrawn) -> None:
+        message.stop()
+        key, drawing = message.key, message.drawing
         if self._building == key:
             self._building = None
         if self._cache is None or key[0] >= self._cache[0][0]:  # never back to older data
