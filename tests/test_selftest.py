@@ -43,7 +43,7 @@ def test_doctor_selftest_json_on_cpu_with_bitsandbytes_missing(workspace):
         assert all(stage[key] is not None and stage[key] > 0 for key in NUMBERS), stage
         assert 0 < stage["mfu"] < 1
         assert stage["steps"] == selftest.SIZES["tiny"].steps
-        assert stage["paused_at_step"] >= selftest.SIZES["tiny"].pause_after
+        assert stage["paused_at_step"] == 1  # asked before the run: taken at the end of step 1
         memory = stage["memory"]
         assert memory["measured_mb"] > 0 and memory["estimated_mb"] > 0
         assert memory["ratio"] == pytest.approx(memory["estimated_mb"] / memory["measured_mb"])

@@ -44,7 +44,6 @@ class Size:
     batch: int
     max_length: int
     steps: int
-    pause_after: int = 2  # the step after which the run is paused and resumed
 
 
 _SMOLLM2 = {key: value for key, value in ALIAS_CONFIGS["smollm2-135m"].items()

@@ -6,8 +6,8 @@ Every method is a real run in a workspace under --scratch: run.yaml from the fam
 own entry point (workbench.engine.trainer.main: session.py, build.py, the event and control callbacks),
 events.jsonl, status.json, checkpoints, the adapter. It runs in this process, so that the matmul probe, the
 peak-memory counters and the training share one process and one device. A second thread watches
-events.jsonl, pauses the run through control.json after `pause_after` steps, checks that it paused with a
-complete checkpoint, and resumes it. Then the playground's engine generates with and without the adapter.
+events.jsonl, checks that the run paused (asked through control.json before it started) with a complete
+checkpoint, and resumes it. Then the playground's engine generates with and without the adapter.
 
 Memory is measured from just before the model loads: torch.cuda.max_memory_allocated on a GPU; on the CPU
 the process's peak resident set (VmHWM, reset through /proc/self/clear_refs), after freed heap memory has
@@ -266,11 +266,15 @@ def method_config(workspace, method: str, model_dir: Path, data: Path, batch: in
 
 
 class Watcher(threading.Thread):
-    """Follows a run's events: reports progress, pauses it after `pause_after` steps and resumes it."""
+    """Follows a run's events: reports progress, and resumes the run once it has paused.
 
-    def __init__(self, rundir, method: str, pause_after: int):
+    The pause is requested before the run starts, so the trainer takes it at the end of step 1, whatever the
+    speed of the steps: a request sent on seeing a step event could arrive after a fast run's last step. The
+    first step is left out of the throughput anyway (it pays one-off allocation)."""
+
+    def __init__(self, rundir, method: str):
         super().__init__(name=f"watch-{method}", daemon=True)
-        self.rundir, self.method, self.pause_after = rundir, method, pause_after
+        self.rundir, self.method = rundir, method
         self.paused_at: int | None = None
         self.pause_s: float | None = None
         self.problem: str | None = None
@@ -278,32 +282,31 @@ class Watcher(threading.Thread):
     def run(self) -> None:  # noqa: D102 - threading.Thread's entry point
         tail = EventTail(self.rundir.events_path)
         deadline = time.monotonic() + WATCH_TIMEOUT_S
-        requested_at = None
+        first_step_seen = None
         while time.monotonic() < deadline:
             for event in tail.read_new_events():
                 if isinstance(event, StepEvent):
                     emit("progress", stage=self.method, step=event.step, total=event.total_steps,
                          message=f"step {event.step}/{event.total_steps} loss {event.loss or 0:.4f}")
-                    if requested_at is None and event.step >= self.pause_after:
-                        self.rundir.request("pause")
-                        requested_at = time.monotonic()
+                    first_step_seen = first_step_seen or time.monotonic()
                 elif isinstance(event, EndEvent):
-                    if requested_at is None or self.paused_at is None:
-                        self.problem = "the run ended before it could be paused"
+                    if self.paused_at is None:
+                        self.problem = "the run ended without pausing"
                     return
-            if requested_at is not None and self.paused_at is None and self.rundir.read_status().get("state") == "paused":
-                self._check_pause(requested_at)
+            if first_step_seen is not None and self.paused_at is None \
+                    and self.rundir.read_status().get("state") == "paused":
+                self._check_pause(first_step_seen)
             time.sleep(0.05)
         self.problem = f"the run did not end within {WATCH_TIMEOUT_S:.0f}s"
 
-    def _check_pause(self, requested_at: float) -> None:
-        self.pause_s = time.monotonic() - requested_at
+    def _check_pause(self, first_step_seen: float) -> None:
+        self.pause_s = time.monotonic() - first_step_seen
         checkpoint = self.rundir.latest_checkpoint()
         self.paused_at = int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else -1
         if checkpoint is None:
             self.problem = "paused without a complete checkpoint"
         emit("progress", stage=self.method, message=f"paused at step {self.paused_at} "
-                                                    f"({self.pause_s:.1f}s after the request); resuming")
+                                                    f"({self.pause_s:.1f}s after the step); resuming")
         self.rundir.request("resume")
 
 
@@ -347,7 +350,7 @@ def memory_report(config, shape, start: StartEvent, baseline: float, peak: float
             "gradient_checkpointing": estimate.gradient_checkpointing}
 
 
-def train_method(method: str, scratch: Path, model_dir: Path, plan: tuple[int, int, int, int], probe: dict,
+def train_method(method: str, scratch: Path, model_dir: Path, plan: tuple[int, int, int], probe: dict,
                  meter: MemoryMeter) -> dict[str, Any]:
     from workbench.core.family import read_config_json
     from workbench.core.memory import shape_from_config
@@ -355,12 +358,13 @@ def train_method(method: str, scratch: Path, model_dir: Path, plan: tuple[int, i
     from workbench.core.workspace import Workspace
     from workbench.engine import trainer
 
-    batch, max_length, steps, pause_after = plan
+    batch, max_length, steps = plan
     workspace = Workspace.resolve(scratch / "workspace")
     data = write_data(scratch / "data", batch * (steps + 1), max_length)
     config, preset = method_config(workspace, method, model_dir, data, batch, max_length, steps)
     run = create_run(workspace, config, f"selftest-{method}")
-    watcher = Watcher(run, method, pause_after)
+    watcher = Watcher(run, method)
+    run.request("pause")  # taken at the end of step 1 (Watcher)
     baseline = meter.start()
     watcher.start()
     code = trainer.main([str(run.path)])
@@ -501,10 +505,10 @@ def main(argv: list[str] | None = None) -> int:
     probe = run_stage("probe", lambda: probe_stage(cuda))
     if model["size"] is None:  # the user's own model
         batch, max_length, steps = MODEL_BATCH["cuda" if cuda else "cpu"]
-        plan = (batch, max_length, steps, 2)
+        plan = (batch, max_length, steps)
     else:
         size = SIZES[model["size"]]
-        plan = (size.batch, size.max_length, size.steps, size.pause_after)
+        plan = (size.batch, size.max_length, size.steps)
     meter = MemoryMeter()
     for method in [m for m in args.methods.split(",") if m]:
         run_stage(method, lambda method=method: train_method(method, Path(args.scratch) / method, built[0], plan,
