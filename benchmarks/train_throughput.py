@@ -17,16 +17,24 @@ Data: the bundled demo rows (short and long Korean/English instructions, so leng
   workbench        `llama-lora` preset through workbench.engine.build, with the event stream and control
                    callbacks (what `lora-workbench train` runs).
   workbench-quiet  the same without the event and control callbacks: the monitoring overhead.
-  llamafactory     LLaMA-Factory's `sft` stage with its defaults (gradient checkpointing, padded batches,
-                   its `smollm2` template: the same ChatML and default system prompt), the same LoRA, schedule,
-                   batch and steps; fp32 where the baseline is. It runs in LLaMA-Factory's own virtual
-                   environment (its pins clash with ours): --llamafactory-python, else the interpreter of
-                   `llamafactory-cli` on PATH; skipped when neither exists.
+  llamafactory     LLaMA-Factory's `sft` stage at its best for this device, like the baseline:
+                   `disable_gradient_checkpointing`, the baseline's precision (`bf16` + `use_cpu` on the CPU:
+                   fp32 weights under bf16 autocast, its `pure_bf16` being GPU-only), `flash_attn: fa2` /
+                   `enable_liger_kernel` where installed (its CPU has neither, nor any of its `use_v1_kernels`).
+                   Not used: `packing` / `neat_packing`, which put several examples in one row and so change the
+                   examples per step (its only padding-free path). Its `smollm2` template (the same ChatML and
+                   default system prompt), the same LoRA, schedule, batch and steps. It runs in LLaMA-Factory's
+                   own virtual environment (its pins clash with ours; scripts/setup-llamafactory DIR makes one):
+                   --llamafactory-python, else the interpreter of `llamafactory-cli` on PATH; skipped when
+                   neither exists.
 Samples/s and non-padding tokens/s are timed from the end of the first step to the end of the last
 (the first step pays one-off allocation). MFU: model FLOPs per second (core.selftest's count, the same for
 every trainer) over the best of a 2048³ matmul probe in the training precision, run in the same process just
 before training. --repeats N runs every trainer N times, alternating, and reports the medians with the load
-average around each run (a shared machine's timings are noisy).
+average around each run (a shared machine's timings are noisy). Each line ends with the settings the trainer
+used and the dtype its first linear layer's output had in the first forward (bf16 under autocast); then the
+ratios (samples/s, tokens/s, MFU, eval loss) workbench / TRL, workbench / LLaMA-Factory and LLaMA-Factory /
+TRL, for the trainers run.
 """
 
 from __future__ import annotations
@@ -62,9 +70,11 @@ def write_dataset(directory: Path, examples: int) -> Path:
 
 class StepClock:
     """A TrainerCallback recording the wall time at the end of every optimizer step, the training rows'
-    lengths, the train losses and the eval loss (also where the trainer object is out of reach)."""
+    lengths, the train losses, the eval loss, the model and the dtype its matmuls ran in (also where the
+    trainer object is out of reach)."""
 
     def __new__(cls):
+        import torch
         from transformers import TrainerCallback
 
         class _Clock(TrainerCallback):
@@ -73,9 +83,20 @@ class StepClock:
                 self.lengths: list[int] = []
                 self.train_losses: list[float] = []
                 self.eval_loss: float | None = None
+                self.model = None
+                self.matmul_dtype: str | None = None
 
-            def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+            def on_train_begin(self, args, state, control, train_dataloader=None, model=None, **kwargs):
                 self.lengths = [len(ids) for ids in train_dataloader.dataset["input_ids"]]
+                self.model = model
+                # The first linear layer's output dtype in the first forward: what the matmuls really ran in
+                # (under autocast, not the weights' dtype).
+                linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+                self._hook = linear.register_forward_hook(self._record_dtype)
+
+            def _record_dtype(self, module, inputs, output):
+                self.matmul_dtype = str(output.dtype).removeprefix("torch.")
+                self._hook.remove()
 
             def on_step_end(self, args, state, control, **kwargs):
                 self.ends.append(time.perf_counter())
@@ -104,6 +125,7 @@ def timing(clock, batch: int, total_s: float) -> dict:
         "mean_length": mean_length,
         "final_train_loss": clock.train_losses[-1] if clock.train_losses else None,
         "eval_loss": clock.eval_loss,
+        "matmul_dtype": clock.matmul_dtype,
     }
 
 
@@ -137,6 +159,17 @@ def measure(trainer, batch: int) -> dict:
     return result
 
 
+def peer_precision(args) -> str:
+    """The precision the baseline and LLaMA-Factory train in: --baseline-precision, or the fastest here."""
+    import torch
+
+    from workbench.engine.build import cpu_has_fast_bf16
+
+    if args.baseline_precision != "auto":
+        return args.baseline_precision
+    return "bf16" if torch.cuda.is_available() or cpu_has_fast_bf16() else "fp32"
+
+
 def run_baseline(args, data_dir: Path, output_dir: Path) -> dict:
     """The plain TRL script: SFTConfig defaults except batch, length, steps, LoRA and schedule."""
     import torch
@@ -146,7 +179,6 @@ def run_baseline(args, data_dir: Path, output_dir: Path) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from workbench.core.workspace import Workspace
-    from workbench.engine.build import cpu_has_fast_bf16
     from workbench.engine.models import resolve_and_materialize
     from workbench.engine.sft_data import to_prompt_completion
 
@@ -162,9 +194,7 @@ def run_baseline(args, data_dir: Path, output_dir: Path) -> dict:
     if best:
         tuned = {"gradient_checkpointing": False, "padding_free": flash,
                  "use_liger_kernel": importlib.util.find_spec("liger_kernel") is not None}
-    precision = args.baseline_precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() or cpu_has_fast_bf16() else "fp32"
+    precision = peer_precision(args)
     splits = load_dataset("json", data_files={"train": str(data_dir / "train.jsonl"),
                                               "val": str(data_dir / "val.jsonl")})
     splits = splits.map(to_prompt_completion, remove_columns=["messages"])
@@ -232,14 +262,17 @@ def run_workbench(args, data_dir: Path, quiet: bool) -> dict:
 
 
 def run_llamafactory(args, data_dir: Path, output_dir: Path) -> dict:
-    """LLaMA-Factory's own training entry (what `llamafactory-cli train` runs), in its virtual environment."""
+    """LLaMA-Factory's own training entry (what `llamafactory-cli train` runs), in its virtual environment,
+    at its best for this device (see the module's docstring)."""
     import importlib.machinery
     import importlib.util
     import types
 
-    if importlib.util.find_spec("torchaudio") is None:
+    try:
+        import torchaudio  # noqa: F401
+    except (ImportError, OSError):
         # Its multimodal plugin imports torchaudio at import time; no CPU torchaudio for this torch is on the
-        # package index, and text-only SFT never calls it.
+        # package index (its wheels fail to load against it), and text-only SFT never calls it.
         stub = types.ModuleType("torchaudio")
         stub.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
         sys.modules["torchaudio"] = stub
@@ -251,7 +284,13 @@ def run_llamafactory(args, data_dir: Path, output_dir: Path) -> dict:
                         "assistant_tag": "assistant", "system_tag": "system"}}
     (data_dir / "dataset_info.json").write_text(json.dumps({
         "bench_train": {"file_name": "train.jsonl", **columns}, "bench_val": {"file_name": "val.jsonl", **columns}}))
+    precision = peer_precision(args)
+    best = {"disable_gradient_checkpointing": True, "bf16": precision == "bf16",
+            "use_cpu": not torch.cuda.is_available(),
+            "flash_attn": "fa2" if importlib.util.find_spec("flash_attn") else "auto",
+            "enable_liger_kernel": importlib.util.find_spec("liger_kernel") is not None}
     clock = StepClock()
+    peak = probe_tflops(precision)
     started = time.perf_counter()
     run_exp(args={
         "stage": "sft", "do_train": True, "do_eval": True, "model_name_or_path": args.model_dir,
@@ -262,12 +301,15 @@ def run_llamafactory(args, data_dir: Path, output_dir: Path) -> dict:
         "per_device_eval_batch_size": args.batch, "max_steps": args.examples // args.batch,
         "learning_rate": 2e-4, "lr_scheduler_type": "cosine", "warmup_steps": 10, "logging_steps": 1,
         "save_strategy": "no", "eval_strategy": "no", "report_to": "none", "disable_tqdm": True, "seed": 42,
-        "bf16": bool(torch.cuda.is_available()), "overwrite_cache": True, "plot_loss": False,
+        "overwrite_cache": True, "plot_loss": False, **best,
     }, callbacks=[clock])
     # run_exp evaluates after training: the timing ends at the last step, as for the others.
     result = timing(clock, args.batch, clock.ends[-1] - started)
-    result["settings"] = "LLaMA-Factory defaults: checkpointing=True padded batches"
-    return result
+    model = clock.model
+    result["settings"] = (f"bf16={best['bf16']} weights={next(model.parameters()).dtype} "
+                          f"checkpointing={model.is_gradient_checkpointing} flash_attn={best['flash_attn']} "
+                          f"liger={best['enable_liger_kernel']} padded batches, no packing")
+    return add_mfu(result, args.model_dir, model.get_nb_trainable_parameters()[0], peak)
 
 
 def worker(args) -> int:
@@ -317,15 +359,16 @@ def precision_flags() -> str:
     return " ".join(sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})) or "none"
 
 
-def mfu_text(result: dict) -> str:
-    if result.get("mfu") is None:  # LLaMA-Factory's process runs no probe
-        return "MFU n/a"
-    return f"MFU {100 * result['mfu']:4.1f}% of {result['peak_tflops']:.3f} TFLOP/s"
-
-
 def median_run(runs: list[dict]) -> dict:
     """The run with the median samples/s (its other figures come with it)."""
     return sorted(runs, key=lambda r: r["samples_per_s"])[len(runs) // 2]
+
+
+def ratio_text(ours: dict, peer: dict) -> str:
+    loss_gap = 100 * (ours["eval_loss"] / peer["eval_loss"] - 1)
+    return (f"{ours['samples_per_s'] / peer['samples_per_s']:.2f}x samples/s, "
+            f"{ours['tokens_per_s'] / peer['tokens_per_s']:.2f}x tokens/s, MFU {100 * ours['mfu']:.1f}% vs "
+            f"{100 * peer['mfu']:.1f}%, eval loss {loss_gap:+.2f}% ({'within' if abs(loss_gap) <= 2 else 'NOT within'} 2%)")
 
 
 def main() -> int:
@@ -341,7 +384,7 @@ def main() -> int:
     parser.add_argument("--trl-defaults", action="store_true",
                         help="the baseline with TRL's default gradient checkpointing (not at its best)")
     parser.add_argument("--baseline-precision", choices=("auto", "bf16", "fp32"), default="auto",
-                        help="the baseline's precision (auto: the fastest for this device, see above)")
+                        help="the baseline's and LLaMA-Factory's precision (auto: the fastest here, see above)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of every trainer, alternating")
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -371,26 +414,22 @@ def main() -> int:
                 r = spawn(args, variant, data_dir, Path(tmp) / variant)
                 runs[variant].append(r)
                 print(f"{variant:16} {r['samples_per_s']:6.3f} samples/s {r['tokens_per_s']:8.1f} tokens/s  "
-                      f"{mfu_text(r)}  "
+                      f"MFU {100 * r['mfu']:4.1f}% of {r['peak_tflops']:.3f} TFLOP/s  "
                       f"train loss {r['final_train_loss'] or float('nan'):.4f}  eval loss {r['eval_loss']:.4f}  "
-                      f"load {load_before:.1f}->{os.getloadavg()[0]:.1f}  ({r['settings']})",
+                      f"load {load_before:.1f}->{os.getloadavg()[0]:.1f}  ({r['settings']}; "
+                      f"matmuls in {r['matmul_dtype']})",
                       flush=True)
         results = {variant: median_run(done) for variant, done in runs.items() if done}
-    if "baseline" in results and "workbench" in results:
-        base, ours = results["baseline"], results["workbench"]
-        loss_gap = 100 * (ours["eval_loss"] / base["eval_loss"] - 1)
-        print(f"workbench / TRL at its best (medians of {args.repeats}): "
-              f"{ours['samples_per_s'] / base['samples_per_s']:.2f}x samples/s, "
-              f"{ours['tokens_per_s'] / base['tokens_per_s']:.2f}x tokens/s, MFU {100 * ours['mfu']:.1f}% vs "
-              f"{100 * base['mfu']:.1f}%, eval loss {loss_gap:+.2f}% ({'within' if abs(loss_gap) <= 2 else 'NOT within'} 2%)")
+    trl = "TRL at its defaults" if args.trl_defaults else "TRL at its best"
+    for ours, peer, label in (("workbench", "baseline", f"workbench / {trl}"),
+                              ("workbench", "llamafactory", "workbench / LLaMA-Factory at its best"),
+                              ("llamafactory", "baseline", f"LLaMA-Factory at its best / {trl}")):
+        if ours in results and peer in results:
+            print(f"{label} (medians of {args.repeats}): {ratio_text(results[ours], results[peer])}")
     if "workbench" in results and "workbench-quiet" in results:
         on, off = results["workbench"]["samples_per_s"], results["workbench-quiet"]["samples_per_s"]
         print(f"monitoring overhead: {100 * (off / on - 1):+.2f}% (events on {on:.3f}, off {off:.3f} samples/s)")
-    if "llamafactory" in results and "workbench" in results:
-        peer, ours = results["llamafactory"], results["workbench"]
-        print(f"workbench / LLaMA-Factory: {ours['samples_per_s'] / peer['samples_per_s']:.2f}x samples/s, "
-              f"{ours['tokens_per_s'] / peer['tokens_per_s']:.2f}x tokens/s")
-    elif "llamafactory" in args.only.split(",") and not args.llamafactory_python:
+    if "llamafactory" in args.only.split(",") and not args.llamafactory_python:
         print("LLaMA-Factory: not installed (no --llamafactory-python, no llamafactory-cli on PATH); skipped")
     return 0
 
