@@ -70,3 +70,59 @@ def test_a_trl_outside_the_written_range_is_not_patched_and_says_so(monkeypatch)
     assert not score_labelled_positions_only(lines.append)
     assert trl_utils._use_triton is trl_kernels._use_triton  # TRL left as it is
     assert len(lines) == 1 and f"trl >=0.1,<0.2, but {trl.__version__} is installed; not applied" in lines[0]
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_cpu_log_probs_match_trls_chunked_function(monkeypatch, autocast):
+    """Log-probabilities, entropy, top-1 flags and the hidden states' gradient as TRL's own function computes
+    them, over several token chunks (a small chunk size), with a temperature; in fp32 and under bf16 autocast."""
+    import workbench.engine.lm_head as lm_head
+
+    monkeypatch.setattr(lm_head, "_CHUNK_VALUES", 3 * 1000)  # 3 tokens a chunk over 1000 words
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(11, 32, generator=generator)
+    weight = torch.randn(1000, 32, generator=generator) * 0.3
+    targets = torch.randint(0, 1000, (11,), generator=generator)
+    targets[0] = int((hidden[0] @ weight.t()).argmax())  # one top-1 hit at least
+    grad_out = torch.randn(11, generator=generator)
+
+    def run(function):
+        leaf = hidden.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            log_probs, entropy, *_, top1 = function(leaf, weight, None, targets, 0.7, 256, None, 1.0,
+                                                    ("log_probs", "entropy", "is_top1"))
+            (log_probs * grad_out).sum().backward()
+        return log_probs.detach(), entropy, top1, leaf.grad
+
+    theirs = run(trl_kernels.ChunkedLogProbFunction.apply)
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", trl_kernels.ChunkedLogProbFunction)
+    assert lm_head.log_probs_on_cpu_first()
+    ours = run(trl_utils._ChunkedLogProbFunction.apply)
+    tolerance = 1e-3 if autocast else 1e-5  # the same bf16 logits, reduced in another order
+    assert torch.allclose(ours[0], theirs[0], atol=tolerance)
+    assert torch.allclose(ours[1], theirs[1], atol=tolerance)
+    assert torch.equal(ours[2], theirs[2]) and bool(ours[2][0])
+    # TRL sums the gradient GEMM in fp32 on the CPU; ours is a bf16 GEMM, as autocast's other layers' backward
+    gradient_error = float((ours[3] - theirs[3]).norm() / theirs[3].norm())
+    assert gradient_error < (5e-3 if autocast else 1e-6)
+
+
+def test_a_trainable_head_keeps_trls_function(monkeypatch):
+    """CpuLogProbs differentiates the hidden states only: a head with trainable weights goes to TRL."""
+    import workbench.engine.lm_head as lm_head
+
+    calls = []
+
+    class Recording(trl_kernels.ChunkedLogProbFunction):
+        @staticmethod
+        def forward(ctx, hidden, *args):
+            calls.append(hidden.shape[0])
+            return trl_kernels.ChunkedLogProbFunction.forward(ctx, hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Recording)
+    assert lm_head.log_probs_on_cpu_first()
+    weight = torch.randn(50, 8, requires_grad=True)
+    log_probs, *_ = trl_utils._ChunkedLogProbFunction.apply(torch.randn(4, 8), weight, None, torch.tensor([1, 2, 3, 4]),
+                                                            1.0, 256, None, 1.0, ("log_probs",))
+    log_probs.sum().backward()
+    assert calls == [4] and weight.grad is not None

@@ -86,7 +86,8 @@ class TrainingSection(_Section):
     learning_rate: float = Field(2e-4, gt=0, le=1.0)
     num_train_epochs: float = Field(1.0, gt=0, le=1000)
     max_steps: int = Field(-1, ge=-1, description="-1: derive from num_train_epochs")
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int | float = Field(0, ge=0, description="optimizer steps of linear warm-up; below 1, a "
+                                      "fraction of the run (0.05: its first 5%)")
     lr_scheduler_type: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
     ] = "cosine"
@@ -124,6 +125,13 @@ class TrainingSection(_Section):
     def _yaml_no(cls, value):
         # YAML 1.1 reads a bare `no` as false; `eval_strategy: no` means the strategy "no".
         return "no" if value is False else value
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _whole_steps_or_a_fraction(cls, value):
+        if value >= 1 and value != int(value):
+            raise ValueError("a count of steps (a whole number) or a fraction of the run below 1")
+        return int(value) if value >= 1 else value
 
     @model_validator(mode="after")
     def _best_model_needs_eval(self):

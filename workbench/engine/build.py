@@ -12,8 +12,9 @@ from workbench.core.workspace import Workspace
 from workbench.engine.callbacks import ControlCallback, EventCallback
 from workbench.engine.control import RunControl
 from workbench.engine.models import compute_dtype, count_parameters, describe_device, load_for_config
-from workbench.engine.lm_head import score_labelled_positions_only
+from workbench.engine.lm_head import log_probs_on_cpu_first, score_labelled_positions_only
 from workbench.engine.lora import lora_config
+from workbench.engine.lora_dropout import use_cheap_lora_dropout
 from workbench.engine.packing import model_masks_packed_sequences, padding_free_collator, use_per_example_attention
 from workbench.engine.seq2seq import build_seq2seq_trainer, load_pairs
 from workbench.engine.sft_data import load_split
@@ -118,6 +119,7 @@ def build_causal_trainer(config: RunConfig, model, tokenizer, args, train, evalu
     per_example_attention = padding_free and use_per_example_attention(model, log)
     # A per-shape compiler would recompile for every count of labelled positions.
     compact_head = not config.training.torch_compile and score_labelled_positions_only(log)
+    cpu_head = compact_head and not torch.cuda.is_available() and log_probs_on_cpu_first(log)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -137,7 +139,8 @@ def build_causal_trainer(config: RunConfig, model, tokenizer, args, train, evalu
         log(f"{dropped} of {len(train)} training rows lost every answer token to training.max_length and were dropped")
     layout = (f"padding-free {'on' if padding_free else 'off'}"
               f"{' (per-example attention)' if per_example_attention else ''}, "
-              f"LM head on {'labelled positions only' if compact_head else 'every position'}")
+              f"LM head on {'labelled positions only' if compact_head else 'every position'}"
+              f"{' (whole-row CPU kernels)' if cpu_head else ''}")
     return trainer, layout, padding_free
 
 
@@ -206,6 +209,8 @@ def build_trainer(config: RunConfig, workspace: Workspace, session: RunControl):
     else:
         trainer, layout, padding_free = build_causal_trainer(config, model, tokenizer, args, train, evaluation,
                                                              callbacks, log)
+    if use_cheap_lora_dropout(trainer.model):
+        layout += ", LoRA dropout masks from 16-bit random slices"
     if config.parent is not None and session.resume_from is None:  # a resumed run's checkpoint holds its weights
         load_parent_adapter(trainer.model, config.parent.adapter_path)
         log(f"continuing from the adapter {config.parent.adapter_path}"
