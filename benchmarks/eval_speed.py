@@ -8,9 +8,9 @@ disabled, tuned answers with it on, for the first --limit rows of the split:
   unbatched  what `eval` ran before: each answer's NLL in a forward of its own, then generate() in batches of
              the run's per_device_eval_batch_size rows, left-padded, each batch running until its last row
              ends (evaluate.unbatched_phase; encoder-decoders still run it);
-  batched    evaluate.batched_phase (engine.batched): NLLs in length-sorted padded batches with the LM head on
-             the answer positions only, greedy decoding in length-sorted batches whose rows leave at their
-             end token.
+  batched    evaluate.batched_phases (engine.batched): base and tuned rows together in PEFT mixed-adapter
+             batches, NLLs in length-sorted padded batches with the LM head on the answer positions only,
+             greedy decoding in length-sorted batches whose rows leave at their end token.
 The two paths alternate (--repeats rounds, the order flipped each round); the medians, their ratio and the
 load average are printed, then both paths' metrics and every answer that differs between them, with the
 reason: the first differing token and, in a forward of that row alone, the logits of the two candidates.
@@ -80,7 +80,7 @@ def main() -> int:
     from workbench.core.workspace import Workspace
     from workbench.engine.build import cpu_has_fast_bf16
     from workbench.core.jobs import split_path
-    from workbench.engine.evaluate import (batched_phase, decode_answer, encode, load_run_model, read_examples,
+    from workbench.engine.evaluate import (batched_phases, decode_answer, encode, load_run_model, read_examples,
                                            unbatched_phase)
 
     workspace = Workspace.resolve(args.workspace)
@@ -97,14 +97,14 @@ def main() -> int:
           f"threads, fp32 weights, bf16-capable CPU: {cpu_has_fast_bf16()}", flush=True)
 
     def both_phases(path: str) -> dict:
-        phase = (lambda: unbatched_phase(model, tokenizer, encoded, args.max_new_tokens, batch, quiet)) \
-            if path == "unbatched" else \
-            (lambda: batched_phase(model, tokenizer, encoded, args.max_new_tokens, batch, quiet))
         started = time.perf_counter()
+        if path == "batched":
+            both = batched_phases(model, tokenizer, encoded, args.max_new_tokens, batch, quiet)
+            return {"seconds": time.perf_counter() - started, **both}
         with model.disable_adapter():
-            base = phase()
-        print(f"  {path} base answers: {time.perf_counter() - started:.1f} s", flush=True)
-        tuned = phase()
+            base = unbatched_phase(model, tokenizer, encoded, args.max_new_tokens, batch, quiet)
+        print(f"  unbatched base answers: {time.perf_counter() - started:.1f} s", flush=True)
+        tuned = unbatched_phase(model, tokenizer, encoded, args.max_new_tokens, batch, quiet)
         return {"seconds": time.perf_counter() - started, "base": base, "tuned": tuned}
 
     times: dict[str, list[float]] = {"unbatched": [], "batched": []}

@@ -62,3 +62,29 @@ def test_batched_answer_nlls_equal_the_per_row_ones(tiny_model):
     assert [count for _, count in batched] == [count for _, count in per_row]
     for (nll, _), (expected, _) in zip(batched, per_row):
         assert nll == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_mixed_adapter_batches_equal_separate_base_and_tuned_passes(tiny_model):
+    """Base and tuned rows in one batch (PEFT adapter_names) give each row what its own model gives."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from workbench.engine.batched import answer_nlls, greedy_tokens
+
+    targets = ["q_proj", "v_proj"] if tiny_model.config.model_type == "llama" else ["c_attn"]
+    model = get_peft_model(copy.deepcopy(tiny_model), LoraConfig(r=4, lora_alpha=16, target_modules=targets,
+                                                                 init_lora_weights=False)).eval()
+    prompts = prompts_of(model)
+    pairs = [(prompt, prompts[(i + 1) % len(prompts)][: 2 + i]) for i, prompt in enumerate(prompts)]
+    with model.disable_adapter():
+        base = (greedy_tokens(model, prompts, MAX_NEW, set(), pad_id=0, max_rows=4), answer_nlls(model, pairs))
+    tuned = (greedy_tokens(model, prompts, MAX_NEW, set(), pad_id=0, max_rows=4), answer_nlls(model, pairs))
+    assert base[0] != tuned[0]  # the adapter changes the answers: the mix is checked on different rows
+
+    adapters = ["__base__"] * len(prompts) + ["default"] * len(prompts)
+    mixed_tokens = greedy_tokens(model, prompts + prompts, MAX_NEW, set(), pad_id=0, max_rows=6, adapters=adapters)
+    mixed_nlls = answer_nlls(model, pairs + pairs, max_rows=4, adapters=adapters)
+    assert mixed_tokens == base[0] + tuned[0]
+    for (nll, count), (expected, expected_count) in zip(mixed_nlls, base[1] + tuned[1]):
+        assert count == expected_count and nll == pytest.approx(expected, rel=1e-5, abs=1e-5)

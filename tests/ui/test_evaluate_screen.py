@@ -69,7 +69,7 @@ async def test_evaluate_shows_progress_then_metrics_and_examples_side_by_side(wo
     run = make_run(workspace, "run-tax")
     metrics, predictions = fake_results(run)
     progress = [{"type": "progress", "phase": phase, "stage": stage, "done": 3, "total": 3}
-                for phase in ("base", "tuned") for stage in ("perplexity", "generate")]
+                for phase in ("base", "tuned", "both") for stage in ("perplexity", "generate")]
     job = FakeJob([{"type": "status", "message": "loading"}, *progress, {"type": "result", "metrics": metrics}],
                   on_finish=lambda: write_results(run, metrics, predictions))
     app = EvalApp(workspace, [job])

@@ -1,6 +1,9 @@
 """Many prompts at once for a decoder-only model: answer log-likelihoods and greedy answers in batches.
 
 Both sort the rows by length so that a batch pads little, and give the results back in the callers' order.
+Rows may name the adapter they run with (PEFT's mixed-adapter batches, "__base__" for none): the base and
+tuned answers of one prompt then share every forward, so each pass over the weights serves twice the rows
+(decoding a 135M model on a CPU is bound by reading its weights, not by the rows' arithmetic).
 - `answer_nlls`: prompt + answer rows right-padded (positions count from 0 in every row, as alone), the LM
   head applied only to the span of positions that predict an answer token.
 - `greedy_tokens`: prompts left-padded (position ids from the attention mask, as `generate()` makes them),
@@ -48,8 +51,14 @@ def can_decode_in_batches(model) -> bool:
             and not any(getattr(config, name, None) for name in _LOGITS_PROCESSORS))
 
 
+def _adapter_kwargs(adapters: Sequence[str] | None, rows) -> dict:
+    """PEFT's `adapter_names` for these rows, when the rows name their adapters."""
+    return {} if adapters is None else {"adapter_names": [adapters[i] for i in rows]}
+
+
 def answer_nlls(model, pairs: Sequence[tuple[list[int], list[int]]], max_rows: int = 16, max_tokens: int = 4096,
-                on_batch: Callable[[int], None] = lambda done: None) -> list[tuple[float, int]]:
+                on_batch: Callable[[int], None] = lambda done: None,
+                adapters: Sequence[str] | None = None) -> list[tuple[float, int]]:
     """(sum of the answer tokens' negative log-likelihoods given the prompt, answer token count) per row."""
     device = model.get_input_embeddings().weight.device
     results: list[tuple[float, int] | None] = [None] * len(pairs)
@@ -66,7 +75,8 @@ def answer_nlls(model, pairs: Sequence[tuple[list[int], list[int]]], max_rows: i
         first = min(len(pairs[i][0]) for i in batch) - 1
         with torch.no_grad():
             logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                           logits_to_keep=torch.arange(first, width - 1, device=device)).logits
+                           logits_to_keep=torch.arange(first, width - 1, device=device),
+                           **_adapter_kwargs(adapters, batch)).logits
         for row, index in enumerate(batch):
             prompt, answer = pairs[index]
             start = len(prompt) - 1 - first
@@ -78,13 +88,15 @@ def answer_nlls(model, pairs: Sequence[tuple[list[int], list[int]]], max_rows: i
 
 
 def greedy_tokens(model, prompts: Sequence[list[int]], max_new_tokens: int, eos_ids: set[int], pad_id: int,
-                  max_rows: int = 32, on_batch: Callable[[int], None] = lambda done: None) -> list[list[int]]:
+                  max_rows: int = 32, on_batch: Callable[[int], None] = lambda done: None,
+                  adapters: Sequence[str] | None = None) -> list[list[int]]:
     """Each prompt's greedy continuation, up to and including its end token (or max_new_tokens long)."""
     answers: list[list[int]] = [[] for _ in prompts]
     done = 0
     for batch in _length_batches([len(p) for p in prompts], max_rows, max_tokens=max_rows * max(map(len, prompts))):
+        names = None if adapters is None else [adapters[i] for i in batch]
         for index, tokens in zip(batch, _greedy_batch(model, [prompts[i] for i in batch], max_new_tokens,
-                                                      eos_ids, pad_id)):
+                                                      eos_ids, pad_id, names)):
             answers[index] = tokens
         done += len(batch)
         on_batch(done)
@@ -92,7 +104,7 @@ def greedy_tokens(model, prompts: Sequence[list[int]], max_new_tokens: int, eos_
 
 
 def _greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, eos_ids: set[int],
-                  pad_id: int) -> list[list[int]]:
+                  pad_id: int, adapters: list[str] | None) -> list[list[int]]:
     from transformers import DynamicCache
 
     device = model.get_input_embeddings().weight.device
@@ -106,7 +118,8 @@ def _greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, eos_ids:
     alive = torch.arange(len(prompts), device=device)  # the prompts still answering, in batch order
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                       cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                       cache=cache, use_cache=True, logits_to_keep=1,
+                       **_adapter_kwargs(adapters, range(len(prompts)))).logits[:, -1]
         next_position = positions[:, -1] + 1
         for step in range(max_new_tokens):
             chosen = logits.argmax(-1)
@@ -121,6 +134,6 @@ def _greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, eos_ids:
                 alive, chosen, attention, next_position = (t[keep] for t in (alive, chosen, attention, next_position))
             attention = torch.cat([attention, attention.new_ones((len(alive), 1))], dim=-1)
             logits = model(input_ids=chosen[:, None], attention_mask=attention, position_ids=next_position[:, None],
-                           cache=cache, use_cache=True).logits[:, -1]
+                           cache=cache, use_cache=True, **_adapter_kwargs(adapters, alive.tolist())).logits[:, -1]
             next_position = next_position + 1
     return tokens

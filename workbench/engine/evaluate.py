@@ -189,7 +189,7 @@ def generate_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens:
 def unbatched_phase(model, tokenizer, encoded: list[tuple[list[int], list[int]]], max_new_tokens: int,
                     batch_size: int, progress) -> tuple[list[tuple[float, int]], list[str]]:
     """Answer NLLs one row at a time and answers from generate() in batches of batch_size rows (which run until
-    their last row ends): any model, and the reference for batched_phase."""
+    their last row ends): any model, and the reference for batched_phases."""
     nlls = []
     for index, (prompt_ids, answer_ids) in enumerate(encoded, start=1):
         nlls.append(answer_nll(model, prompt_ids, answer_ids))
@@ -199,17 +199,21 @@ def unbatched_phase(model, tokenizer, encoded: list[tuple[list[int], list[int]]]
     return nlls, answers
 
 
-def batched_phase(model, tokenizer, encoded: list[tuple[list[int], list[int]]], max_new_tokens: int,
-                  batch_size: int, progress) -> tuple[list[tuple[float, int]], list[list[int]]]:
-    """Answer NLLs and greedy answer tokens of a decoder-only model in length-sorted batches (engine.batched):
-    the same greedy settings as generate_answers, each row stopping at its own end token."""
+def batched_phases(model, tokenizer, encoded: list[tuple[list[int], list[int]]], max_new_tokens: int,
+                   batch_size: int, progress) -> dict[str, tuple[list[tuple[float, int]], list[list[int]]]]:
+    """Answer NLLs and greedy answer tokens of a decoder-only model without and with its active adapter, in
+    length-sorted batches that mix the two (engine.batched): the same greedy settings as generate_answers, each
+    row stopping at its own end token. {"base": (nlls, tokens), "tuned": (nlls, tokens)}."""
     from workbench.engine.batched import answer_nlls, greedy_tokens
 
-    nlls = answer_nlls(model, encoded, max_rows=batch_size, on_batch=progress("perplexity"))
-    tokens = greedy_tokens(model, [p for p, _ in encoded], max_new_tokens, {tokenizer.eos_token_id},
-                           pad_id_of(tokenizer), max_rows=max(batch_size, GENERATION_ROWS),
-                           on_batch=progress("generate"))
-    return nlls, tokens
+    count = len(encoded)
+    adapters = ["__base__"] * count + [model.active_adapter] * count
+    rows = encoded + encoded
+    nlls = answer_nlls(model, rows, max_rows=batch_size, on_batch=progress("perplexity"), adapters=adapters)
+    tokens = greedy_tokens(model, [p for p, _ in rows], max_new_tokens, {tokenizer.eos_token_id},
+                           pad_id_of(tokenizer), max_rows=2 * max(batch_size, GENERATION_ROWS),
+                           on_batch=progress("generate"), adapters=adapters)
+    return {"base": (nlls[:count], tokens[:count]), "tuned": (nlls[count:], tokens[count:])}
 
 
 def decode_answer(tokenizer, tokens) -> str:
@@ -265,21 +269,25 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
 
     batched = can_decode_in_batches(model)
 
-    def run_phase(phase: str) -> dict[str, Any]:
+    def progress_of(phase: str, rows: int):
         def progress(stage: str):
-            return lambda done: emit("progress", phase=phase, stage=stage, done=done, total=total)
+            return lambda done: emit("progress", phase=phase, stage=stage, done=done, total=rows)
+        return progress
 
-        if batched:
-            nlls, tokens = batched_phase(model, tokenizer, encoded, max_new_tokens, batch_size, progress)
-            answers = [decode_answer(tokenizer, row) for row in tokens]
-        else:  # encoder-decoders, and models whose generation config adds logits processors
-            nlls, answers = unbatched_phase(model, tokenizer, encoded, max_new_tokens, batch_size, progress)
+    def result(nlls, answers) -> dict[str, Any]:
         return {"nlls": nlls, "raw": answers, "answers": [shown_answer(a) for a in answers]}
 
     answering_started = time.time()
-    with model.disable_adapter():
-        results = {"base": run_phase("base")}
-    results["tuned"] = run_phase("tuned")
+    if batched:
+        both = batched_phases(model, tokenizer, encoded, max_new_tokens, batch_size, progress_of("both", 2 * total))
+        results = {phase: result(nlls, [decode_answer(tokenizer, row) for row in tokens])
+                   for phase, (nlls, tokens) in both.items()}
+    else:  # encoder-decoders, and models whose generation config adds logits processors
+        with model.disable_adapter():
+            results = {"base": result(*unbatched_phase(model, tokenizer, encoded, max_new_tokens, batch_size,
+                                                       progress_of("base", total)))}
+        results["tuned"] = result(*unbatched_phase(model, tokenizer, encoded, max_new_tokens, batch_size,
+                                                   progress_of("tuned", total)))
     answering_s = time.time() - answering_started
 
     summary: dict[str, dict[str, Any]] = {}

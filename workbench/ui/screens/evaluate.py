@@ -32,8 +32,10 @@ from workbench.ui.workers import thread_worker
 from workbench.ui.workers import thread_worker
 SPLITS = ("test", "val", "train")
 RUNS_POLL_S = 2.0
-# Overall progress: each phase computes perplexity, then generates.
-_STAGES = [("base", "perplexity"), ("base", "generate"), ("tuned", "perplexity"), ("tuned", "generate")]
+# Overall progress (0-4) per (phase, stage): each phase computes perplexity, then generates; a batched eval
+# runs base and tuned rows together ("both").
+_STAGE_SPANS = {("base", "perplexity"): (0, 1), ("base", "generate"): (1, 2), ("tuned", "perplexity"): (2, 3),
+                ("tuned", "generate"): (3, 4), ("both", "perplexity"): (0, 2), ("both", "generate"): (2, 4)}
 
 
 def runs_with_adapter(workspace) -> list[RunDir]:
@@ -307,7 +309,7 @@ class EvaluateScreen(Screen):
     def _start(self, job: str, module: str, args: list[str], log_path: Path, status: str) -> None:
         self.job, self.job_outcome = job, None
         progress = self.query_one("#progress", ProgressBar)
-        progress.update(total=None if job == "export" else len(_STAGES), progress=0)
+        progress.update(total=None if job == "export" else 4, progress=0)
         progress.display = True
         self.set_status(status)
         self.client = self.job_factory(module, args, log_path)
@@ -331,7 +333,8 @@ class EvaluateScreen(Screen):
             self.set_status(f"export: {message.stage} {message.done}/{message.total}{unit}")
         else:
             phase = message.data["phase"]
-            progress.update(progress=_STAGES.index((phase, message.stage)) + message.done / message.total)
+            start, end = _STAGE_SPANS[(phase, message.stage)]
+            progress.update(progress=start + (end - start) * message.done / message.total)
             self.set_status(f"{phase}: {message.stage} {message.done}/{message.total}")
 
     def on_job_result(self, message: JobResult) -> None:
