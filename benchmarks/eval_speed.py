@@ -99,7 +99,7 @@ def main() -> int:
     def both_phases(path: str) -> dict:
         started = time.perf_counter()
         if path == "batched":
-            both = batched_phases(model, tokenizer, encoded, args.max_new_tokens, batch, quiet)
+            both = batched_phases(model, tokenizer, encoded, args.max_new_tokens, batch, lambda phase, rows: quiet)
             return {"seconds": time.perf_counter() - started, **both}
         with model.disable_adapter():
             base = unbatched_phase(model, tokenizer, encoded, args.max_new_tokens, batch, quiet)

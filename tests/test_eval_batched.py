@@ -88,3 +88,31 @@ def test_mixed_adapter_batches_equal_separate_base_and_tuned_passes(tiny_model):
     assert mixed_tokens == base[0] + tuned[0]
     for (nll, count), (expected, expected_count) in zip(mixed_nlls, base[1] + tuned[1]):
         assert count == expected_count and nll == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_batched_phases_mix_lora_rows_and_keep_dora_apart(tiny_model):
+    """evaluate.batched_phases: one mixed pass for LoRA (progress phase "both"); DoRA, which PEFT cannot mix,
+    a base pass and a tuned pass; the same answers either way as the adapter's own separate passes."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from workbench.engine.batched import greedy_tokens
+    from workbench.engine.evaluate import batched_phases
+
+    class Ids:
+        eos_token_id, pad_token_id = 3, 0
+
+    targets = ["q_proj", "v_proj"] if tiny_model.config.model_type == "llama" else ["c_attn"]
+    prompts = prompts_of(tiny_model)
+    encoded = [(prompt, prompt[:2]) for prompt in prompts]
+    for dora in (False, True):
+        model = get_peft_model(copy.deepcopy(tiny_model), LoraConfig(r=4, lora_alpha=16, target_modules=targets,
+                                                                     init_lora_weights=False, use_dora=dora)).eval()
+        phases = []
+        results = batched_phases(model, Ids, encoded, MAX_NEW, 4,
+                                 lambda phase, rows: phases.append((phase, rows)) or (lambda stage: (lambda done: None)))
+        assert phases == ([("base", 5), ("tuned", 5)] if dora else [("both", 10)])
+        with model.disable_adapter():
+            assert results["base"][1] == greedy_tokens(model, prompts, MAX_NEW, {3}, pad_id=0)
+        assert results["tuned"][1] == greedy_tokens(model, prompts, MAX_NEW, {3}, pad_id=0)

@@ -51,6 +51,13 @@ def can_decode_in_batches(model) -> bool:
             and not any(getattr(config, name, None) for name in _LOGITS_PROCESSORS))
 
 
+def can_mix_adapters(model) -> bool:
+    """Whether base and adapter rows can share a batch: a PEFT model whose active adapter is not DoRA (PEFT
+    refuses `adapter_names` with DoRA)."""
+    config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", None))
+    return config is not None and not getattr(config, "use_dora", False)
+
+
 def _adapter_kwargs(adapters: Sequence[str] | None, rows) -> dict:
     """PEFT's `adapter_names` for these rows, when the rows name their adapters."""
     return {} if adapters is None else {"adapter_names": [adapters[i] for i in rows]}

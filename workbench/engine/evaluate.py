@@ -200,20 +200,29 @@ def unbatched_phase(model, tokenizer, encoded: list[tuple[list[int], list[int]]]
 
 
 def batched_phases(model, tokenizer, encoded: list[tuple[list[int], list[int]]], max_new_tokens: int,
-                   batch_size: int, progress) -> dict[str, tuple[list[tuple[float, int]], list[list[int]]]]:
+                   batch_size: int, progress_of) -> dict[str, tuple[list[tuple[float, int]], list[list[int]]]]:
     """Answer NLLs and greedy answer tokens of a decoder-only model without and with its active adapter, in
-    length-sorted batches that mix the two (engine.batched): the same greedy settings as generate_answers, each
-    row stopping at its own end token. {"base": (nlls, tokens), "tuned": (nlls, tokens)}."""
-    from workbench.engine.batched import answer_nlls, greedy_tokens
+    length-sorted batches (engine.batched) that mix the two where PEFT can (not DoRA): the same greedy settings
+    as generate_answers, each row stopping at its own end token. `progress_of(phase, rows)(stage)(done)`
+    reports; phase "both" when mixed. {"base": (nlls, tokens), "tuned": (nlls, tokens)}."""
+    from workbench.engine.batched import answer_nlls, can_mix_adapters, greedy_tokens
+
+    def phase(rows, adapters, on_progress):
+        nlls = answer_nlls(model, rows, max_rows=batch_size, on_batch=on_progress("perplexity"), adapters=adapters)
+        generation_rows = max(batch_size, GENERATION_ROWS) * (1 if adapters is None else 2)  # both models' rows
+        tokens = greedy_tokens(model, [p for p, _ in rows], max_new_tokens, {tokenizer.eos_token_id},
+                               pad_id_of(tokenizer), max_rows=generation_rows, on_batch=on_progress("generate"),
+                               adapters=adapters)
+        return nlls, tokens
 
     count = len(encoded)
-    adapters = ["__base__"] * count + [model.active_adapter] * count
-    rows = encoded + encoded
-    nlls = answer_nlls(model, rows, max_rows=batch_size, on_batch=progress("perplexity"), adapters=adapters)
-    tokens = greedy_tokens(model, [p for p, _ in rows], max_new_tokens, {tokenizer.eos_token_id},
-                           pad_id_of(tokenizer), max_rows=2 * max(batch_size, GENERATION_ROWS),
-                           on_batch=progress("generate"), adapters=adapters)
-    return {"base": (nlls[:count], tokens[:count]), "tuned": (nlls[count:], tokens[count:])}
+    if can_mix_adapters(model):
+        nlls, tokens = phase(encoded + encoded, ["__base__"] * count + [model.active_adapter] * count,
+                             progress_of("both", 2 * count))
+        return {"base": (nlls[:count], tokens[:count]), "tuned": (nlls[count:], tokens[count:])}
+    with model.disable_adapter():
+        base = phase(encoded, None, progress_of("base", count))
+    return {"base": base, "tuned": phase(encoded, None, progress_of("tuned", count))}
 
 
 def decode_answer(tokenizer, tokens) -> str:
@@ -279,7 +288,7 @@ def evaluate_run(run: RunDir, workspace: Workspace, split: str = "test", limit: 
 
     answering_started = time.time()
     if batched:
-        both = batched_phases(model, tokenizer, encoded, max_new_tokens, batch_size, progress_of("both", 2 * total))
+        both = batched_phases(model, tokenizer, encoded, max_new_tokens, batch_size, progress_of)
         results = {phase: result(nlls, [decode_answer(tokenizer, row) for row in tokens])
                    for phase, (nlls, tokens) in both.items()}
     else:  # encoder-decoders, and models whose generation config adds logits processors
