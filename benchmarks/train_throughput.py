@@ -54,6 +54,15 @@ sys.path.insert(0, str(ROOT))
 EVAL_ROWS = 32
 VARIANTS = ("baseline", "workbench", "workbench-quiet", "llamafactory")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PRESET = "llama-lora"
+
+
+def preset_schedule() -> dict:
+    """The workbench preset's learning rate and schedule, which every trainer here uses."""
+    from workbench.core.presets import load_preset
+
+    training = load_preset(PRESET, None).data["training"]
+    return {key: training[key] for key in ("learning_rate", "lr_scheduler_type", "warmup_steps")}
 
 
 def write_dataset(directory: Path, examples: int) -> Path:
@@ -204,9 +213,7 @@ def run_baseline(args, data_dir: Path, output_dir: Path) -> dict:
         per_device_eval_batch_size=args.batch,
         max_length=args.max_length,
         max_steps=args.examples // args.batch,
-        learning_rate=2e-4,
-        lr_scheduler_type="cosine",
-        warmup_steps=10,
+        **preset_schedule(),
         use_cpu=not torch.cuda.is_available(),
         bf16=precision == "bf16",
         save_strategy="no",
@@ -244,7 +251,7 @@ def run_workbench(args, data_dir: Path, quiet: bool) -> dict:
         "training.report_to_tensorboard=false",
         *args.set,
     ]
-    config = resolve_config(workspace, "llama-lora", str(data_dir), args.model, overrides, args.examples // args.batch)
+    config = resolve_config(workspace, PRESET, str(data_dir), args.model, overrides, args.examples // args.batch)
     run = create_run(workspace, config)
     session = TrainingSession(run)
     trainer = build_trainer(config, workspace, session)
@@ -299,7 +306,7 @@ def run_llamafactory(args, data_dir: Path, output_dir: Path) -> dict:
         "dataset_dir": str(data_dir), "template": "smollm2", "cutoff_len": args.max_length,
         "output_dir": str(output_dir), "per_device_train_batch_size": args.batch,
         "per_device_eval_batch_size": args.batch, "max_steps": args.examples // args.batch,
-        "learning_rate": 2e-4, "lr_scheduler_type": "cosine", "warmup_steps": 10, "logging_steps": 1,
+        **preset_schedule(), "logging_steps": 1,
         "save_strategy": "no", "eval_strategy": "no", "report_to": "none", "disable_tqdm": True, "seed": 42,
         "overwrite_cache": True, "plot_loss": False, **best,
     }, callbacks=[clock])
