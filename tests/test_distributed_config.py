@@ -144,8 +144,9 @@ def test_memory_estimate_shards_by_strategy():
                                "num_hidden_layers": 22, "num_attention_heads": 32, "num_key_value_heads": 4,
                                "vocab_size": 32000})
 
-    def estimate(strategy, processes=4):
-        config = RunConfig.model_validate({"distributed": {"num_processes": processes, "strategy": strategy}})
+    def estimate(strategy, processes=4, dtype="bfloat16"):
+        config = RunConfig.model_validate({"model": {"dtype": dtype},
+                                           "distributed": {"num_processes": processes, "strategy": strategy}})
         return estimate_memory(config, shape, gradient_checkpointing=False)
 
     single, ddp = estimate("ddp", 1), estimate("ddp")
@@ -157,6 +158,10 @@ def test_memory_estimate_shards_by_strategy():
     assert fsdp.total_bytes == pytest.approx(zero3.total_bytes)
     assert fsdp.activations_bytes == single.activations_bytes
     assert single.total_bytes > zero2.total_bytes > zero3.total_bytes
+    # dtype auto (fp32 load): the frozen matmul weights go to bf16 unless sharding needs one dtype per layer
+    matmuls = 22 * (2 * 2048 * 2048 + 2 * 2048 * 256 + 3 * 2048 * 5632)
+    assert estimate("ddp", dtype="auto").weights_bytes == single.weights_bytes + 2 * (1_100_048_384 - matmuls)
+    assert estimate("fsdp", dtype="auto").weights_bytes == 1_100_048_384 * 4 / 4
 
 
 def test_create_run_refuses_before_making_the_run_directory(workspace, monkeypatch):

@@ -65,3 +65,4 @@ def test_a_model_without_dropout_is_left_alone(tiny_llama):
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32),
                            LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj"]))
     assert use_cheap_lora_dropout(model) == 0
+

@@ -171,21 +171,25 @@ def test_memory_estimate_smollm2_lora_by_hand():
 
 
 def test_memory_estimate_counts_fp32_base_weights_and_their_autocast_copies():
-    """model.dtype auto: the trainer loads the base in fp32 (engine.models.load_model), and under bf16 autocast
-    autograd keeps a bf16 copy of every frozen matmul weight, the LM head included, for the backward pass
-    (traced, and measured by the self-test's calibration); gradient checkpointing keeps one layer's copies."""
+    """model.dtype auto: the trainer loads the base in fp32 (engine.models.load_model) and, under bf16
+    autocast, stores the frozen matmul weights in bf16 (engine.lora.store_frozen_linears_in); the LM head (tied
+    to the embeddings) stays fp32 and autograd keeps a bf16 copy of it for the backward pass. DoRA keeps every
+    weight in fp32 and so a copy of each (traced, and measured by the self-test's calibration); gradient
+    checkpointing keeps one layer's copies."""
     shape = shape_from_config(SMOLLM2_135M)
     blocks = 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536)
     head = 49152 * 576
 
-    def extra(**training):
-        auto = _with("llama-lora", per_device_train_batch_size=1, max_length=256, **training)
+    def extra(preset, **training):
+        auto = _with(preset, per_device_train_batch_size=1, max_length=256, **training)
         bf16 = auto.model_copy(deep=True)
         bf16.model.dtype = "bfloat16"
         return estimate_memory(auto, shape).total_bytes - estimate_memory(bf16, shape).total_bytes
 
-    assert extra(gradient_checkpointing=False) == 134_515_008 * 2 + 2 * (blocks + head)
-    assert extra(gradient_checkpointing=True) == 134_515_008 * 2 + 2 * (blocks / 30 + head)
+    assert extra("llama-lora", gradient_checkpointing=False) == (134_515_008 - blocks) * 2 + 2 * head
+    assert extra("llama-lora", gradient_checkpointing=True) == (134_515_008 - blocks) * 2 + 2 * head
+    assert extra("llama-dora", gradient_checkpointing=False) == 134_515_008 * 2 + 2 * (blocks + head)
+    assert extra("llama-dora", gradient_checkpointing=True) == 134_515_008 * 2 + 2 * (blocks / 30 + head)
     # fp32 training: no autocast, no copies; weights and activations both 4 bytes.
     fp32 = _with("llama-lora", per_device_train_batch_size=1, max_length=256, gradient_checkpointing=False,
                  precision="fp32")

@@ -1,7 +1,8 @@
 """GPU memory estimate for a run, from config.json alone (no weights, no torch), and GPU detection.
 
-The estimate adds: weights (as the trainer loads them: model.dtype, fp32 when `auto`, or 4/8-bit for the
-quantized linear layers, plus the 16-bit copies autocast makes of fp32 ones), adapter parameters,
+The estimate adds: weights (as the trainer keeps them: model.dtype, fp32 when `auto` but the frozen matmul
+weights in the 16-bit autocast type, or 4/8-bit for the quantized linear layers, plus the 16-bit copies
+autocast makes of fp32 ones), adapter parameters,
 their gradients and optimizer state (fp32), activations saved for the backward pass (with or without
 gradient checkpointing), the logits of the loss, and a fixed allowance for the CUDA context.
 Parameter counts are exact for the families in `workbench.core.family` (checked against real models by
@@ -271,14 +272,29 @@ def _stored_weight_bytes(config: RunConfig) -> int:
     return 2 if config.model.dtype in ("bfloat16", "float16") else 4
 
 
+def _frozen_linears_in_16_bits(config: RunConfig) -> bool:
+    """engine.build stores the frozen matmul weights of an fp32 base in the 16-bit autocast type, unless the
+    weights are sharded (FSDP and ZeRO-3 flatten a layer's parameters into one tensor of one dtype), the
+    adapter is DoRA (its weight norm reads them outside autocast) or the layers are quantized."""
+    return (_stored_weight_bytes(config) == 4 and _activation_dtype_bytes(config) == 2 and not config.lora.use_dora
+            and not (config.quantization.load_in_4bit or config.quantization.load_in_8bit)
+            and not shards_weights(config))
+
+
+def shards_weights(config: RunConfig) -> bool:
+    return config.distributed.num_processes > 1 and config.distributed.strategy in ("fsdp", "deepspeed-zero3")
+
+
 def _frozen_weight_casts(config: RunConfig, shape: ModelShape, gradient_checkpointing: bool) -> float:
-    """fp32 base weights under 16-bit autocast: every frozen matmul weight (and the LM head) is cast to 16 bits
-    on each forward, and autograd keeps the copy for the input gradient (autocast caches only weights that
-    require grad). Measured with saved_tensors_hooks: fp32 storage keeps 2 bytes per matmul weight more than
-    16-bit storage (doctor --selftest calibration). Checkpointing keeps one layer's copies at a time."""
+    """fp32 base weights under 16-bit autocast: a frozen matmul weight stored in fp32 (the LM head, tied to the
+    embeddings; every one with DoRA) is cast to 16 bits on each forward, and autograd keeps the copy for the
+    input gradient (autocast caches only weights that require grad). Measured with saved_tensors_hooks: fp32
+    storage keeps 2 bytes per matmul weight more than 16-bit storage (doctor --selftest calibration).
+    Checkpointing keeps one layer's copies at a time."""
     if _stored_weight_bytes(config) != 4 or _activation_dtype_bytes(config) != 2:
         return 0.0
-    blocks = sum(s.count * s.in_features * s.out_features for s in linear_layers(shape))
+    blocks = 0 if _frozen_linears_in_16_bits(config) else sum(
+        s.count * s.in_features * s.out_features for s in linear_layers(shape))
     layers = shape.layers + shape.encoder_layers
     kept = blocks / max(layers, 1) if gradient_checkpointing else blocks
     return 2.0 * (kept + shape.vocab * shape.hidden)
@@ -359,6 +375,8 @@ def estimate_memory(config: RunConfig, shape: ModelShape, gpu: "GpuInfo | None" 
         weights = _quantized_weight_bytes(config, quantizable) + (total - quantizable) * 2
     else:
         weights = total * float(_stored_weight_bytes(config))
+        if _frozen_linears_in_16_bits(config):
+            weights -= 2.0 * sum(s.count * s.in_features * s.out_features for s in linear_layers(shape))
     if gradient_checkpointing is None:
         gradient_checkpointing = _checkpointing_setting(config, shape, gpu)
     tokens = config.training.per_device_train_batch_size * config.training.max_length
@@ -375,7 +393,7 @@ def estimate_memory(config: RunConfig, shape: ModelShape, gpu: "GpuInfo | None" 
         adapter_casts += DORA_BYTES_PER_WEIGHT * sum(
             s.count * s.in_features * s.out_features for s in targeted_layers(shape, config.lora.target_modules))
     processes, strategy = config.distributed.num_processes, config.distributed.strategy
-    weight_shards = processes if strategy in ("fsdp", "deepspeed-zero3") else 1
+    weight_shards = processes if shards_weights(config) else 1
     state_shards = processes if strategy != "ddp" else 1
     return MemoryEstimate(
         total_params=total,

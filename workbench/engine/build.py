@@ -13,7 +13,8 @@ from workbench.engine.callbacks import ControlCallback, EventCallback
 from workbench.engine.control import RunControl
 from workbench.engine.models import compute_dtype, count_parameters, describe_device, load_for_config
 from workbench.engine.lm_head import log_probs_on_cpu_first, score_labelled_positions_only
-from workbench.engine.lora import lora_config
+from workbench.core.memory import shards_weights
+from workbench.engine.lora import lora_config, store_frozen_linears_in
 from workbench.engine.lora_dropout import use_cheap_lora_dropout
 from workbench.engine.packing import model_masks_packed_sequences, padding_free_collator, use_per_example_attention
 from workbench.engine.seq2seq import build_seq2seq_trainer, load_pairs
@@ -209,6 +210,12 @@ def build_trainer(config: RunConfig, workspace: Workspace, session: RunControl):
     else:
         trainer, layout, padding_free = build_causal_trainer(config, model, tokenizer, args, train, evaluation,
                                                              callbacks, log)
+    quantized = config.quantization.load_in_4bit or config.quantization.load_in_8bit
+    # FSDP and ZeRO-3 flatten a layer's parameters into one tensor of one dtype.
+    if precision in ("bf16", "fp16") and not shards_weights(config) and not quantized and not config.lora.use_dora:
+        stored = store_frozen_linears_in(trainer.model, torch.bfloat16 if precision == "bf16" else torch.float16)
+        if stored:
+            layout += f", {stored} frozen layers stored in {precision}"
     if use_cheap_lora_dropout(trainer.model):
         layout += ", LoRA dropout masks from 16-bit random slices"
     if config.parent is not None and session.resume_from is None:  # a resumed run's checkpoint holds its weights

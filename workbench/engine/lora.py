@@ -23,3 +23,29 @@ def lora_config(config: RunConfig):
         modules_to_save=section.modules_to_save,
         init_lora_weights=section.init_lora_weights,
     )
+
+
+def store_frozen_linears_in(model, dtype) -> int:
+    """Store the frozen matmul weights (and biases) of an fp32 model in `dtype`, the 16-bit type it trains in
+    under autocast; how many layers. Autocast rounds them to that type on every forward anyway (and keeps the
+    rounded copy for the backward pass, as it caches only weights that require grad), so the arithmetic is
+    the same to the bit while the per-step casts and half the weight memory go. The output embeddings stay:
+    tied to the input embeddings, whose lookup autocast does not cast. DoRA's weight norm reads the base
+    weight outside autocast's matmuls, so callers keep DoRA models as they are."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    embedding = base.get_input_embeddings().weight
+    stored = 0
+    for module in model.modules():
+        if not isinstance(module, (torch.nn.Linear, Conv1D)) or module is head or module.weight is embedding:
+            continue
+        parameters = [p for p in (module.weight, module.bias) if p is not None]
+        if any(p.requires_grad or p.dtype != torch.float32 for p in parameters):
+            continue
+        for parameter in parameters:
+            parameter.data = parameter.data.to(dtype)
+        stored += 1
+    return stored
