@@ -308,7 +308,7 @@ def run_llamafactory(args, data_dir: Path, output_dir: Path) -> dict:
         "per_device_eval_batch_size": args.batch, "max_steps": args.examples // args.batch,
         **preset_schedule(), "logging_steps": 1,
         "save_strategy": "no", "eval_strategy": "no", "report_to": "none", "disable_tqdm": True, "seed": 42,
-        "overwrite_cache": True, "plot_loss": False, **best,
+        "overwrite_cache": True, "overwrite_output_dir": True, "plot_loss": False, **best,
     }, callbacks=[clock])
     # run_exp evaluates after training: the timing ends at the last step, as for the others.
     result = timing(clock, args.batch, clock.ends[-1] - started)
