@@ -116,3 +116,19 @@ def test_batched_phases_mix_lora_rows_and_keep_dora_apart(tiny_model):
         with model.disable_adapter():
             assert results["base"][1] == greedy_tokens(model, prompts, MAX_NEW, {3}, pad_id=0)
         assert results["tuned"][1] == greedy_tokens(model, prompts, MAX_NEW, {3}, pad_id=0)
+
+
+def test_greedy_progress_counts_rows_as_they_leave_the_batch(tiny_model):
+    """One batch for every row: progress still moves while it decodes, as rows reach their end token."""
+    from workbench.engine.batched import greedy_tokens
+
+    prompts = prompts_of(tiny_model)
+    free = [alone(tiny_model, prompt, []) for prompt in prompts]
+    eos = {free[0][2]}
+    expected = [alone(tiny_model, prompt, sorted(eos)) for prompt in prompts]
+    early = sum(len(tokens) < MAX_NEW for tokens in expected)
+    assert 0 < early < len(prompts)  # some rows end early, some run to the end
+    reports: list[int] = []
+    greedy_tokens(tiny_model, prompts, MAX_NEW, eos, pad_id=0, max_rows=len(prompts), on_batch=reports.append)
+    assert reports == sorted(reports) and reports[-1] == len(prompts)
+    assert early in reports[:-1]  # the early rows were reported before the batch ended

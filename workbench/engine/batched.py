@@ -97,21 +97,23 @@ def answer_nlls(model, pairs: Sequence[tuple[list[int], list[int]]], max_rows: i
 def greedy_tokens(model, prompts: Sequence[list[int]], max_new_tokens: int, eos_ids: set[int], pad_id: int,
                   max_rows: int = 32, on_batch: Callable[[int], None] = lambda done: None,
                   adapters: Sequence[str] | None = None) -> list[list[int]]:
-    """Each prompt's greedy continuation, up to and including its end token (or max_new_tokens long)."""
+    """Each prompt's greedy continuation, up to and including its end token (or max_new_tokens long).
+    `on_batch(done)` counts the answers finished so far, also as rows leave a batch."""
     answers: list[list[int]] = [[] for _ in prompts]
     done = 0
     for batch in _length_batches([len(p) for p in prompts], max_rows, max_tokens=max_rows * max(map(len, prompts))):
         names = None if adapters is None else [adapters[i] for i in batch]
+        finished = (lambda rows, before=done: on_batch(before + rows))
         for index, tokens in zip(batch, _greedy_batch(model, [prompts[i] for i in batch], max_new_tokens,
-                                                      eos_ids, pad_id, names)):
+                                                      eos_ids, pad_id, names, finished)):
             answers[index] = tokens
         done += len(batch)
         on_batch(done)
     return answers
 
 
-def _greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, eos_ids: set[int],
-                  pad_id: int, adapters: list[str] | None) -> list[list[int]]:
+def _greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, eos_ids: set[int], pad_id: int,
+                  adapters: list[str] | None, on_finished: Callable[[int], None]) -> list[list[int]]:
     from transformers import DynamicCache
 
     device = model.get_input_embeddings().weight.device
@@ -139,6 +141,7 @@ def _greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, eos_ids:
                 keep = answering.nonzero().squeeze(1)
                 cache.batch_select_indices(keep)
                 alive, chosen, attention, next_position = (t[keep] for t in (alive, chosen, attention, next_position))
+                on_finished(len(prompts) - len(alive))
             attention = torch.cat([attention, attention.new_ones((len(alive), 1))], dim=-1)
             logits = model(input_ids=chosen[:, None], attention_mask=attention, position_ids=next_position[:, None],
                            cache=cache, use_cache=True, **_adapter_kwargs(adapters, alive.tolist())).logits[:, -1]
