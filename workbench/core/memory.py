@@ -1,8 +1,7 @@
 """GPU memory estimate for a run, from config.json alone (no weights, no torch), and GPU detection.
 
-The estimate adds: weights (as the trainer keeps them: model.dtype, fp32 when `auto` but the frozen matmul
-weights in the 16-bit autocast type, or 4/8-bit for the quantized linear layers, plus the 16-bit copies
-autocast makes of fp32 ones), adapter parameters,
+The estimate adds: weights (as the trainer loads them: model.dtype, fp32 when `auto`, or 4/8-bit for the
+quantized linear layers, plus the 16-bit copies autocast makes of fp32 ones that stay fp32 in training), adapter parameters,
 their gradients and optimizer state (fp32), activations saved for the backward pass (with or without
 gradient checkpointing), the logits of the loss, and a fixed allowance for the CUDA context.
 Parameter counts are exact for the families in `workbench.core.family` (checked against real models by
@@ -374,9 +373,9 @@ def estimate_memory(config: RunConfig, shape: ModelShape, gpu: "GpuInfo | None" 
         quantizable = sum(s.count * s.in_features * s.out_features for s in linear_layers(shape))
         weights = _quantized_weight_bytes(config, quantizable) + (total - quantizable) * 2
     else:
+        # As loaded: the frozen matmul weights move to 16 bits only after the whole model is in memory (and on
+        # the CPU the fp32 file pages stay resident), so the fp32 load is the floor of the peak.
         weights = total * float(_stored_weight_bytes(config))
-        if _frozen_linears_in_16_bits(config):
-            weights -= 2.0 * sum(s.count * s.in_features * s.out_features for s in linear_layers(shape))
     if gradient_checkpointing is None:
         gradient_checkpointing = _checkpointing_setting(config, shape, gpu)
     tokens = config.training.per_device_train_batch_size * config.training.max_length
