@@ -1,8 +1,8 @@
 """GPU memory estimate for a run, from config.json alone (no weights, no torch), and GPU detection.
 
 The estimate adds: weights (as the trainer loads them: model.dtype, fp32 when `auto`, or 4/8-bit for the
-quantized linear layers, plus the 16-bit copies autocast makes of fp32 ones that stay fp32 in training), adapter parameters,
-their gradients and optimizer state (fp32), activations saved for the backward pass (with or without
+quantized linear layers, plus the 16-bit copies autocast makes of fp32 ones that stay fp32 in training),
+adapter parameters, their gradients and optimizer state (fp32), activations saved for the backward pass (with or without
 gradient checkpointing), the logits of the loss, and a fixed allowance for the CUDA context.
 Parameter counts are exact for the families in `workbench.core.family` (checked against real models by
 `presets check`); activations are an approximation that assumes SDPA/flash attention.
@@ -271,13 +271,18 @@ def _stored_weight_bytes(config: RunConfig) -> int:
     return 2 if config.model.dtype in ("bfloat16", "float16") else 4
 
 
-def _frozen_linears_in_16_bits(config: RunConfig) -> bool:
-    """engine.build stores the frozen matmul weights of an fp32 base in the 16-bit autocast type, unless the
+def may_store_frozen_linears_in_16_bits(config: RunConfig) -> bool:
+    """Whether engine.build may store the frozen matmul weights in the 16-bit autocast type: not when the
     weights are sharded (FSDP and ZeRO-3 flatten a layer's parameters into one tensor of one dtype), the
     adapter is DoRA (its weight norm reads them outside autocast) or the layers are quantized."""
-    return (_stored_weight_bytes(config) == 4 and _activation_dtype_bytes(config) == 2 and not config.lora.use_dora
-            and not (config.quantization.load_in_4bit or config.quantization.load_in_8bit)
+    return (not config.lora.use_dora and not (config.quantization.load_in_4bit or config.quantization.load_in_8bit)
             and not shards_weights(config))
+
+
+def _frozen_linears_in_16_bits(config: RunConfig) -> bool:
+    """An fp32 base trained under 16-bit autocast whose frozen matmul weights engine.build stores in 16 bits."""
+    return (_stored_weight_bytes(config) == 4 and _activation_dtype_bytes(config) == 2
+            and may_store_frozen_linears_in_16_bits(config))
 
 
 def shards_weights(config: RunConfig) -> bool:

@@ -8,12 +8,12 @@ import torch
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import UserError
+from workbench.core.memory import may_store_frozen_linears_in_16_bits
 from workbench.core.workspace import Workspace
 from workbench.engine.callbacks import ControlCallback, EventCallback
 from workbench.engine.control import RunControl
 from workbench.engine.models import compute_dtype, count_parameters, describe_device, load_for_config
 from workbench.engine.lm_head import log_probs_on_cpu_first, score_labelled_positions_only
-from workbench.core.memory import shards_weights
 from workbench.engine.lora import lora_config, store_frozen_linears_in
 from workbench.engine.lora_dropout import use_cheap_lora_dropout
 from workbench.engine.packing import model_masks_packed_sequences, padding_free_collator, use_per_example_attention
@@ -210,9 +210,7 @@ def build_trainer(config: RunConfig, workspace: Workspace, session: RunControl):
     else:
         trainer, layout, padding_free = build_causal_trainer(config, model, tokenizer, args, train, evaluation,
                                                              callbacks, log)
-    quantized = config.quantization.load_in_4bit or config.quantization.load_in_8bit
-    # FSDP and ZeRO-3 flatten a layer's parameters into one tensor of one dtype.
-    if precision in ("bf16", "fp16") and not shards_weights(config) and not quantized and not config.lora.use_dora:
+    if precision in ("bf16", "fp16") and may_store_frozen_linears_in_16_bits(config):
         stored = store_frozen_linears_in(trainer.model, torch.bfloat16 if precision == "bf16" else torch.float16)
         if stored:
             layout += f", {stored} frozen layers stored in {precision}"

@@ -18,7 +18,8 @@ import torch
 from workbench.engine.versions import outside_range
 
 _COMPACT_DEVICES = ("cpu", "cuda", "xpu", "mps")
-# `_use_triton` and `_ChunkedLogProbFunction` are private to TRL: the patches is checked against each minor release before its range grows.
+# `_use_triton` and `_ChunkedLogProbFunction` are private to TRL: the patches are checked against each minor
+# release before this range grows.
 TRL_VERSIONS = ("1.16", "1.17")
 
 
@@ -85,7 +86,7 @@ class CpuLogProbs(torch.autograd.Function):
                 if entropy is not None:  # -sum p log p, as one batched dot product
                     entropy[start:end] = -torch.bmm(logits.exp()[:, None, :], logits[:, :, None]).view(-1)
         ctx.save_for_backward(hidden, projection, targets, log_normalizer)
-        ctx.scale = scale
+        ctx.scale, ctx.rows = scale, rows
         ctx.mark_non_differentiable(*(x for x in (entropy, top1) if x is not None))
         return log_probs, entropy, top1
 
@@ -95,10 +96,9 @@ class CpuLogProbs(torch.autograd.Function):
         grad_hidden = torch.zeros(hidden.shape, dtype=torch.float32)
         if grad_log_probs is None:
             return grad_hidden.to(hidden.dtype), None, None, None, None, None
-        rows = max(1, _CHUNK_VALUES // projection.shape[0])
         with torch.autocast("cpu", enabled=False):
-            for start in range(0, hidden.shape[0], rows):
-                end = min(start + rows, hidden.shape[0])
+            for start in range(0, hidden.shape[0], ctx.rows):
+                end = min(start + ctx.rows, hidden.shape[0])
                 grad = grad_log_probs[start:end].float()
                 logits = torch.mm(hidden[start:end].to(projection.dtype), projection.t()).float()
                 if ctx.scale != 1.0:
