@@ -1,7 +1,7 @@
 """Time to quality: exact match after ONE epoch against TWO, per learning-rate schedule (not a test).
 
     .venv/bin/python benchmarks/time_to_quality.py [--workspace DIR] [--preset llama-lora] [--model smollm2-135m]
-        [--epochs 1,2] [--schedule NAME:KEY=VALUE,KEY=VALUE ...] [--limit N] [--json]
+        [--epochs 1,2] [--schedule NAME:KEY=VALUE,KEY=VALUE ...] [--only NAME,...] [--limit N] [--json]
 
 The task: the bundled demo data (Korean and English expense notes -> one JSON record with date, place, amount
 and category; 240 rows split 8:1:1 by `demo --no-tui`, so 192 training rows). Every schedule trains the preset
