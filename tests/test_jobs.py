@@ -65,12 +65,14 @@ def test_job_lines_are_parsed_once_into_typed_messages():
     assert parse_job_line("eval", {"type": "heartbeat"}) is None
 
 
-def test_a_pending_progress_is_superseded_only_by_the_same_jobs_next_one():
+def test_a_pending_progress_is_superseded_only_by_the_same_jobs_next_one_of_its_stage():
     from workbench.ui.jobs import JobProgress, JobStage
 
-    first = JobProgress("eval", {"type": "progress", "done": 1, "total": 4})
-    assert first.can_replace(JobProgress("eval", {"type": "progress", "done": 2, "total": 4}))
-    assert not first.can_replace(JobProgress("export", {"type": "progress", "done": 2, "total": 4}))
+    first = JobProgress("eval", {"type": "progress", "phase": "both", "stage": "generate", "done": 1, "total": 4})
+    assert first.can_replace(JobProgress("eval", {**first.data, "done": 2}))
+    assert not first.can_replace(JobProgress("export", {**first.data, "done": 2}))
+    assert not first.can_replace(JobProgress("eval", {**first.data, "stage": "perplexity"}))  # stages take turns
+    assert not first.can_replace(JobProgress("eval", {**first.data, "phase": "tuned"}))
     assert not JobStage("selftest", {"stage": "a"}).can_replace(JobStage("selftest", {"stage": "b"}))
 
 

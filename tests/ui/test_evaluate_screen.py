@@ -65,6 +65,28 @@ def text(screen, selector) -> str:
     return str(screen.query_one(selector, Static).render())
 
 
+async def test_eval_progress_adds_up_the_stages_that_take_turns(workspace):
+    """Scoring and answering alternate per group of rows: the bar is the sum of both stages' shares and the
+    status line shows both counts."""
+    run = make_run(workspace, "run-tax")
+    metrics, predictions = fake_results(run)
+    progress = [{"type": "progress", "phase": "both", "stage": stage, "done": done, "total": 120}
+                for stage, done in (("perplexity", 64), ("generate", 30), ("perplexity", 120))]
+    job = FakeJob([{"type": "result", "metrics": metrics}], on_finish=lambda: write_results(run, metrics, predictions))
+    for message in progress:  # played before the release, which sends the result
+        job.outbox.put(message)
+    app = EvalApp(workspace, [job])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await pilot.press("ctrl+r")
+        bar = screen.query_one("#progress", ProgressBar)
+        await wait_until(pilot, lambda: "perplexity 120/120" in text(screen, "#status"), what="the third message")
+        assert text(screen, "#status") == "both: perplexity 120/120 · generate 30/120"
+        assert bar.progress == pytest.approx(2 * 120 / 120 + 2 * 30 / 120)
+        job.release()
+        await wait_until(pilot, lambda: screen.job is None, what="the eval job to end")
+
+
 async def test_evaluate_shows_progress_then_metrics_and_examples_side_by_side(workspace):
     run = make_run(workspace, "run-tax")
     metrics, predictions = fake_results(run)

@@ -33,8 +33,11 @@ def run_job(request, workspace: Workspace, log_path: Path) -> dict[str, Any]:
                 print(message["message"], file=sys.stderr)
             elif kind == "progress" and message.get("total"):
                 finished = message["done"] == message["total"]
-                if interactive or finished:  # a log file gets one line per stage, a terminal a live counter
-                    print(f"\r{progress_line(message)}", end="\n" if finished else "", file=sys.stderr, flush=True)
+                if interactive:  # a live counter; \x1b[K clears what a longer line of a stage taking turns left
+                    print(f"\r{progress_line(message)}\x1b[K", end="\n" if finished else "", file=sys.stderr,
+                          flush=True)
+                elif finished:  # a log file gets one line per stage
+                    print(progress_line(message), file=sys.stderr, flush=True)
             elif kind == "result":
                 result = {key: value for key, value in message.items() if key != "type"}
             elif kind == "error":

@@ -48,10 +48,12 @@ class JobStatus(JobLine):
 
 class JobProgress(JobLine):
     """`progress` or `download`: how far a stage is. Each one says all there is (not a delta), so a pending
-    one of the same job is superseded by the next."""
+    one of the same job, phase and stage is superseded by the next (stages may take turns: eval's scoring and
+    answering)."""
 
     def can_replace(self, message: Message) -> bool:
-        return isinstance(message, JobProgress) and message.job == self.job
+        return (isinstance(message, JobProgress) and message.job == self.job and message.stage == self.stage
+                and message.data.get("phase") == self.data.get("phase"))
 
     @property
     def stage(self) -> str:

@@ -32,10 +32,10 @@ from workbench.ui.workers import thread_worker
 from workbench.ui.workers import thread_worker
 SPLITS = ("test", "val", "train")
 RUNS_POLL_S = 2.0
-# Overall progress (0-4) per (phase, stage): each phase computes perplexity, then generates; a batched eval
-# runs base and tuned rows together ("both").
-_STAGE_SPANS = {("base", "perplexity"): (0, 1), ("base", "generate"): (1, 2), ("tuned", "perplexity"): (2, 3),
-                ("tuned", "generate"): (3, 4), ("both", "perplexity"): (0, 2), ("both", "generate"): (2, 4)}
+# Share of the overall progress (4) per (phase, stage): each phase scores (perplexity) and generates, in
+# turns of one group of rows each; a batched eval runs base and tuned rows together ("both").
+_STAGE_SHARES = {("base", "perplexity"): 1, ("base", "generate"): 1, ("tuned", "perplexity"): 1,
+                 ("tuned", "generate"): 1, ("both", "perplexity"): 2, ("both", "generate"): 2}
 
 
 def runs_with_adapter(workspace) -> list[RunDir]:
@@ -83,6 +83,7 @@ class EvaluateScreen(Screen):
         self.client: JobClient | None = None
         self.job: str | None = None  # "eval" | "export" while a child process runs
         self.job_outcome: str | None = None  # the first error or a cancel; later messages do not overwrite it
+        self.stages_done: dict[tuple[str, str], tuple[int, int]] = {}  # (phase, stage) -> (done, total) of an eval
         self.predictions: list[dict[str, Any]] = []
         self.offered_run_ids: list[str] = []
 
@@ -307,7 +308,7 @@ class EvaluateScreen(Screen):
             self.set_status(f"{self.job} cancelled")
 
     def _start(self, job: str, module: str, args: list[str], log_path: Path, status: str) -> None:
-        self.job, self.job_outcome = job, None
+        self.job, self.job_outcome, self.stages_done = job, None, {}
         progress = self.query_one("#progress", ProgressBar)
         progress.update(total=None if job == "export" else 4, progress=0)
         progress.display = True
@@ -333,9 +334,11 @@ class EvaluateScreen(Screen):
             self.set_status(f"export: {message.stage} {message.done}/{message.total}{unit}")
         else:
             phase = message.data["phase"]
-            start, end = _STAGE_SPANS[(phase, message.stage)]
-            progress.update(progress=start + (end - start) * message.done / message.total)
-            self.set_status(f"{phase}: {message.stage} {message.done}/{message.total}")
+            self.stages_done[(phase, message.stage)] = (message.done, message.total)
+            progress.update(progress=sum(_STAGE_SHARES[key] * done / total
+                                         for key, (done, total) in self.stages_done.items()))
+            self.set_status(f"{phase}: " + " · ".join(f"{stage} {done}/{total}" for (of, stage), (done, total)
+                                                      in self.stages_done.items() if of == phase))
 
     def on_job_result(self, message: JobResult) -> None:
         data = message.data
