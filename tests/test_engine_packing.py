@@ -142,6 +142,26 @@ def test_per_example_attention_runs_one_sdpa_per_example(tiny_llama, monkeypatch
     assert calls == list(LENGTHS) * layers  # each example's own slice, never the whole row
 
 
+def test_per_example_attention_runs_in_fp32_under_bf16_autocast(tiny_llama, monkeypatch):
+    """Under bf16 autocast RoPE leaves query and key fp32 and value bf16; sdpa itself would cast all three to
+    bf16 (whose CPU backward is the slow one). The kernel must see fp32, and the layer still hands bf16 on."""
+    calls = []
+    stock = torch.nn.functional.scaled_dot_product_attention
+
+    def recording(query, key, value, *args, **kwargs):
+        calls.append((query.dtype, key.dtype, value.dtype, torch.is_autocast_enabled("cpu")))
+        return stock(query, key, value, *args, **kwargs)
+
+    model = load(tiny_llama, "per-example")
+    outputs = []
+    model.model.layers[0].self_attn.o_proj.register_forward_hook(lambda module, args, out: outputs.append(args[0]))
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        packed_forward(model, examples())
+    assert calls and set(calls) == {(torch.float32, torch.float32, torch.float32, False)}
+    assert outputs[0].dtype == torch.bfloat16
+
+
 def test_per_example_attention_keeps_a_sliding_window_shorter_than_an_example(tmp_path):
     """Examples longer than the window fall back to the masked sdpa, which applies the window."""
     model_dir = build_tiny_model(tmp_path / "mistral", "mistral", sliding_window=4)
