@@ -9,8 +9,9 @@ disabled, tuned answers with it on, for the first --limit rows of the split:
              the run's per_device_eval_batch_size rows, left-padded, each batch running until its last row
              ends (evaluate.unbatched_phase; encoder-decoders still run it);
   batched    evaluate.batched_phases (engine.batched): base and tuned rows together in PEFT mixed-adapter
-             batches, NLLs in length-sorted padded batches with the LM head on the answer positions only,
-             greedy decoding in length-sorted batches whose rows leave at their end token.
+             batches, grouped by prompt length; one forward over prompt + reference answer gives the NLLs
+             (the LM head on the answer positions only) and the prompt's keys and values, from which greedy
+             decoding goes on in a KV cache reserved for the whole answer, each row leaving at its end token.
 The two paths alternate (--repeats rounds, the order flipped each round); the medians, their ratio and the
 load average are printed, then both paths' metrics and every answer that differs between them, with the
 reason: the first differing token and, in a forward of that row alone, the logits of the two candidates.

@@ -15,7 +15,7 @@ from workbench.engine.control import RunControl
 from workbench.engine.models import compute_dtype, count_parameters, describe_device, load_for_config
 from workbench.engine.lm_head import log_probs_on_cpu_first, score_labelled_positions_only
 from workbench.engine.lora import lora_config, store_frozen_linears_in
-from workbench.engine.lora_dropout import use_cheap_lora_dropout
+from workbench.engine.lora_cpu import use_cheap_lora_dropout, use_fused_lora_forward
 from workbench.engine.packing import model_masks_packed_sequences, padding_free_collator, use_per_example_attention
 from workbench.engine.seq2seq import build_seq2seq_trainer, load_pairs
 from workbench.engine.sft_data import load_split
@@ -216,6 +216,8 @@ def build_trainer(config: RunConfig, workspace: Workspace, session: RunControl):
             layout += f", {stored} frozen layers stored in {precision}"
     if use_cheap_lora_dropout(trainer.model):
         layout += ", LoRA dropout masks from 16-bit random slices"
+    if use_fused_lora_forward(trainer.model):
+        layout += ", LoRA scales folded into addmm"
     if config.parent is not None and session.resume_from is None:  # a resumed run's checkpoint holds its weights
         load_parent_adapter(trainer.model, config.parent.adapter_path)
         log(f"continuing from the adapter {config.parent.adapter_path}"
