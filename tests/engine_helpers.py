@@ -21,10 +21,16 @@ FAST = [
 
 
 def start_run(workspace, model: Path, data: Path, max_steps: int, overrides=(), preset="llama-lora",
-              run_id=None) -> RunDir:
+              run_id=None, pause_after_first_step: bool = False) -> RunDir:
+    """Create and launch a run. `pause_after_first_step` asks for the pause through control.json as soon as
+    the trainer process is started (launch clears older requests), long before it has imported torch, so it
+    is taken at the end of step 1 however fast the steps are: asked after seeing a step, a tiny run (8 steps
+    in 0.2 s) could end before the trainer read it."""
     config = resolve_config(workspace, preset, str(data), str(model), [*FAST, *overrides], max_steps)
     run = create_run(workspace, config, run_id)
     launch(run)
+    if pause_after_first_step:
+        run.request("pause")
     return run
 
 

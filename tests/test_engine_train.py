@@ -86,13 +86,12 @@ def test_stop_then_resume_matches_an_uninterrupted_run(workspace, tiny_llama, ti
 
 
 def _start_then_pause(workspace, tiny_llama, tiny_split):
-    """An 8-step run paused after its first step or later; returns it and the step it paused at."""
+    """An 8-step run paused at the end of its first step; returns it and the step it paused at."""
     run = start_run(workspace, tiny_llama, tiny_split, max_steps=8,
-                    overrides=["training.eval_strategy=no", "training.save_steps=100"])
-    wait_until(lambda: len(step_losses(run)) >= 1, what="first step")
-    run.request("pause")
+                    overrides=["training.eval_strategy=no", "training.save_steps=100"], pause_after_first_step=True)
     wait_until(lambda: run.state() == "paused", what="paused state")
-    return run, max(step_losses(run))
+    assert max(step_losses(run)) == 1
+    return run, 1
 
 
 def test_pause_holds_the_trainer_until_resume(workspace, tiny_llama, tiny_split):
