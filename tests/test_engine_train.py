@@ -163,3 +163,21 @@ def test_sigterm_stops_like_a_stop_request(workspace, tiny_llama, tiny_split):
     assert (run.adapter_path / "adapter_model.safetensors").exists()
     messages = [e["message"] for e in read_events(run.events_path) if e["type"] == "log"]
     assert "SIGTERM: stopping after the current step" in messages
+
+
+def test_trainer_main_in_process_gives_the_signal_handlers_back(workspace, tiny_llama, tiny_split, monkeypatch):
+    """The self-test runs trainer.main in its own process: afterwards Ctrl-C must not go to a finished session,
+    and a child started later must not inherit an ignored SIGHUP (a TUI would then survive its hang-up)."""
+    import signal
+
+    from engine_helpers import FAST
+    from workbench.core.newrun import create_run, resolve_config
+    from workbench.engine import trainer
+    from workbench.engine.session import TrainingSession
+
+    monkeypatch.setattr(TrainingSession, "execute", lambda self: 0)
+    config = resolve_config(workspace, "llama-lora", str(tiny_split), str(tiny_llama), list(FAST), 2)
+    run = create_run(workspace, config)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)}
+    assert trainer.main([str(run.path)]) == 0
+    assert {number: signal.getsignal(number) for number in handlers} == handlers

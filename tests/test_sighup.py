@@ -114,8 +114,7 @@ async def test_hanging_up_the_tui_leaves_the_trainer_running_to_completion(works
         assert yaml.safe_load(run.config_path.read_text(encoding="utf-8"))["preset"] == PRESET
 
         tui.hang_up()
-        # generous: on 2 cores the trainer and another test worker compete with the TUI's shutdown
-        wait_until(tui.exited, 90, what="the TUI to exit after the hang-up")
+        wait_until(tui.exited, 30, what="the TUI to exit after the hang-up")
         assert run.state() in ("running", "completed"), run.state()
 
         end = wait_for_end(run, timeout_s=300)

@@ -38,15 +38,21 @@ def main(argv: list[str] | None = None) -> int:
 
     session = TrainingSession(run, resume_from=Path(args.resume_from) if args.resume_from else None,
                               is_main=rank == 0)
-    signal.signal(signal.SIGTERM, lambda *_: session.request_stop("SIGTERM"))
-    signal.signal(signal.SIGINT, lambda *_: session.request_stop("SIGINT"))
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal is not a reason to stop
+    handlers = {signal.SIGTERM: lambda *_: session.request_stop("SIGTERM"),
+                signal.SIGINT: lambda *_: session.request_stop("SIGINT"),
+                signal.SIGHUP: signal.SIG_IGN}  # a closed terminal is not a reason to stop
+    # Restored at the end: the self-test runs main() in its own process, whose Ctrl-C must not go to a finished
+    # session, and whose children must not inherit an ignored SIGHUP.
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
     try:
         return session.execute()
     except BaseException as error:  # noqa: BLE001 - every failure must end in an `end failed` event
         traceback.print_exc()
         session.fail(error)
         return 1
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 if __name__ == "__main__":
