@@ -8,6 +8,7 @@ import fcntl
 import os
 import pty
 import re
+import select
 import signal
 import struct
 import sys
@@ -40,14 +41,19 @@ class Terminal:
         self.output = bytearray()
         self.status: int | None = None  # the wait status, once the TUI has exited
         self.lock = threading.Lock()
+        self.hung_up = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
     def _read(self) -> None:
-        while True:
+        # Never blocked in read() when hang_up closes the master: a read in progress holds the pty open, so an
+        # idle TUI would never get its SIGHUP.
+        while not self.hung_up.is_set():
             try:
+                if not select.select([self.master], [], [], 0.05)[0]:
+                    continue
                 chunk = os.read(self.master, 65536)
-            except OSError:  # EIO once the slave side is gone, EBADF once we hung up
+            except OSError:  # EIO once the slave side is gone
                 return
             if not chunk:
                 return
@@ -74,6 +80,8 @@ class Terminal:
         os.write(self.master, keys.encode())
 
     def hang_up(self) -> None:
+        self.hung_up.set()
+        self.reader.join()
         os.close(self.master)  # the pty's last master closes: SIGHUP to the session of the slave
 
     def exited(self) -> bool:
