@@ -12,7 +12,8 @@ PEFT's LoRA forward, `result + lora_B(lora_A(dropout(x))) * scaling`, makes thre
 activations besides the matmuls: dropout's rescaling of x by 1/(1-p), the scaling of lora_B's output and the
 sum (and as many in the backward). `fused_lora_forward` keeps the mask without the rescale and lets
 `torch.addmm(result, lora_A(masked x), lora_B^T, alpha=scaling/(1-p))` scale and add inside the matmul: the same
-function (the rounding of the bf16 sums differs), ~10 % of a SmolLM2 step.
+function (the rounding of the bf16 sums differs), 17 % less time for a SmolLM2 layer's LoRA projections
+(forward and backward, bf16 autocast, microbenchmarked).
 """
 
 from __future__ import annotations
