@@ -35,6 +35,7 @@ class Terminal:
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         self.pid, self.master = pty.fork()
         if self.pid == 0:  # the child: a new session whose controlling terminal is the pty
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a login shell would: not nohup's inherited SIG_IGN
             fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
             os.chdir(REPO)
             os.execve(argv[0], argv, env)
